@@ -1,0 +1,1 @@
+"""How models come in: snnTorch models and training, datasets, NIR export."""

@@ -1,0 +1,67 @@
+"""Self-describing checkpoints: everything ``snn-compile model.pt`` needs.
+
+A checkpoint holds the architecture config, the weights, the neuron
+parameters and reset rule, the input encoding, the dataset and the number
+of time steps, so the compiler needs no other file or option.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from frontends.models import SpikingNetwork
+from toolchain.errors import UserError
+
+FORMAT_NAME = "snn-compile-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(model: SpikingNetwork, path: str | Path, dataset: str, levels: int,
+                    metrics: dict | None = None, dt: float = 1e-4) -> Path:
+    path = Path(path)
+    payload = {
+        "format": FORMAT_NAME, "version": FORMAT_VERSION,
+        "config": model.config, "input_shape": list(model.input_shape), "classes": model.classes,
+        "steps": model.steps, "dt": dt,
+        "neurons": {"model": "Leaky", "beta": model.config["beta"], "threshold": model.config["threshold"],
+                    "reset": "zero", "reset_delay": False},
+        "encoding": {"kind": "direct", "input_levels": levels},
+        "dataset": dataset, "metrics": metrics or {},
+        "state_dict": model.state_dict(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[SpikingNetwork, dict]:
+    """Rebuild the model; returns it with the checkpoint's metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise UserError(f"{path}: not a model checkpoint (torch.load failed); train one with "
+                        "`snn-compile train` or pass a .nir graph") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise UserError(f"{path}: a torch file but not an snn-compile checkpoint; train one with "
+                        "`snn-compile train` or export your network to NIR and pass the .nir file")
+    if payload.get("version") != FORMAT_VERSION:
+        raise UserError(f"{path}: checkpoint version {payload.get('version')}, expected {FORMAT_VERSION}")
+    model = SpikingNetwork(payload["config"], payload["input_shape"], payload["classes"], payload["steps"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model, meta

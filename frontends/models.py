@@ -1,0 +1,86 @@
+"""snnTorch models built to compile for Loihi.
+
+Each model is a stack of blocks; a block is a synapse (ordinary torch layers:
+Linear, or Conv2d -> optional BatchNorm2d -> AvgPool2d) feeding one layer of
+``snntorch.Leaky`` neurons. Neurons reset to zero in the step they fire
+(``reset_mechanism="zero", reset_delay=False``), which is exactly Loihi's
+LIF with du = 4095 and dv = 4096 (1 - beta). Input is direct: the analog
+image is the input current at every step.
+"""
+
+from __future__ import annotations
+
+import snntorch as snn
+import torch
+from torch import nn
+
+ARCHITECTURES = ("mlp", "csnn")
+
+
+def default_config(arch: str, input_shape, classes: int) -> dict:
+    """The default recipe for an architecture, scaled to the input size."""
+    side = input_shape[-1]
+    if arch == "mlp":
+        return {"arch": "mlp", "hidden": [128], "beta": 0.9, "threshold": 1.0}
+    if arch == "csnn":
+        small = side < 16
+        return {"arch": "csnn", "channels": [16, 32] if small else [32, 64],
+                "kernel": 3 if small else 5, "padding": 1 if small else 0,
+                "batchnorm": True, "pool": 2, "beta": 0.5, "threshold": 1.0}
+    raise ValueError(f"unknown architecture {arch!r}")
+
+
+class Block(nn.Module):
+    """synapse -> Leaky neurons, one Loihi layer."""
+
+    def __init__(self, synapse: nn.Sequential, beta: float, threshold: float):
+        super().__init__()
+        self.synapse = synapse
+        self.neurons = snn.Leaky(beta=beta, threshold=threshold, reset_mechanism="zero",
+                                 reset_delay=False)
+
+
+class SpikingNetwork(nn.Module):
+    """A feed-forward SNN run for ``steps`` steps on a constant (direct) input.
+
+    ``forward`` returns the output layer's spike counts (samples, classes),
+    the value the class is read from on every target.
+    """
+
+    def __init__(self, config: dict, input_shape, classes: int, steps: int):
+        super().__init__()
+        self.config, self.input_shape, self.classes, self.steps = dict(config), tuple(input_shape), classes, steps
+        beta, threshold = config["beta"], config["threshold"]
+        self.blocks = nn.ModuleList()
+        if config["arch"] == "mlp":
+            sizes = [int(torch.tensor(input_shape).prod())] + list(config["hidden"]) + [classes]
+            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                layers = [nn.Flatten()] if i == 0 else []
+                self.blocks.append(Block(nn.Sequential(*layers, nn.Linear(n_in, n_out)), beta, threshold))
+        else:
+            channels_in, side = input_shape[0], input_shape[-1]
+            for channels in config["channels"]:
+                layers = [nn.Conv2d(channels_in, channels, config["kernel"], padding=config["padding"])]
+                if config.get("batchnorm"):
+                    layers.append(nn.BatchNorm2d(channels))
+                layers.append(nn.AvgPool2d(config["pool"]))
+                self.blocks.append(Block(nn.Sequential(*layers), beta, threshold))
+                side = (side + 2 * config["padding"] - config["kernel"] + 1) // config["pool"]
+                channels_in = channels
+            features = channels_in * side * side
+            self.blocks.append(Block(nn.Sequential(nn.Flatten(), nn.Linear(features, classes)), beta, threshold))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first_current = self.blocks[0].synapse(x)  # the direct input is the same every step
+        mems = [None] * len(self.blocks)
+        counts = 0
+        for _ in range(self.steps):
+            current = first_current
+            for i, block in enumerate(self.blocks):
+                if i > 0:
+                    current = block.synapse(current)
+                if mems[i] is None:
+                    mems[i] = torch.zeros_like(current)
+                current, mems[i] = block.neurons(current, mems[i])
+            counts = counts + current
+        return counts

@@ -1,0 +1,1 @@
+"""Where compiled programs run: chip specs, emulators, simulators, cost models."""

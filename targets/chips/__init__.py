@@ -1,0 +1,45 @@
+"""Chips described by data: every number in a spec file carries its source."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolchain.errors import UserError
+
+SPEC_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    """A chip's limits, read from ``targets/chips/<name>.json``.
+
+    Each entry there is ``{"value": ..., "source": "..."}`` so a report can
+    say where a number comes from.
+    """
+
+    name: str
+    description: str
+    limits: dict
+
+    def limit(self, key: str):
+        return self.limits[key]["value"]
+
+    def source(self, key: str) -> str:
+        return self.limits[key]["source"]
+
+
+def available_chips() -> list[str]:
+    return sorted(p.stem for p in SPEC_DIR.glob("*.json"))
+
+
+def load_chip(name: str) -> ChipSpec:
+    path = SPEC_DIR / f"{name}.json"
+    if not path.is_file():
+        raise UserError(f"unknown chip {name!r}; known chips: {', '.join(available_chips())}")
+    try:
+        data = json.loads(path.read_text())
+        return ChipSpec(name=data["name"], description=data["description"], limits=data["limits"])
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise UserError(f"{path}: malformed chip spec ({exc})") from None

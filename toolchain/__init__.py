@@ -1,0 +1,1 @@
+"""The compiler: internal graph, passes, compiled program, reports, CLI."""
