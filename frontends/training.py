@@ -38,13 +38,13 @@ def train(dataset: Dataset, options: TrainOptions) -> tuple[SpikingNetwork, dict
                                                    total_steps=options.epochs * batches)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(options.seed)
+    bar = tqdm(total=options.epochs * batches, desc="training", unit="batch",
+               disable=None if options.progress else True, mininterval=0.5)
     for epoch in range(options.epochs):
         model.train()
         order = torch.randperm(len(x), generator=generator)
-        bar = tqdm(range(batches), desc=f"epoch {epoch + 1}/{options.epochs}", unit="batch",
-                   disable=not options.progress, leave=False)
         correct = seen = 0
-        for b in bar:
+        for b in range(batches):
             idx = order[b * options.batch_size:(b + 1) * options.batch_size]
             counts = model(x[idx])
             loss = loss_fn(counts, y[idx])
@@ -54,7 +54,10 @@ def train(dataset: Dataset, options: TrainOptions) -> tuple[SpikingNetwork, dict
             schedule.step()
             correct += int((counts.argmax(1) == y[idx]).sum())
             seen += len(idx)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.3f}")
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", acc=f"{correct / seen:.3f}",
+                            refresh=False)
+    bar.close()
     test_accuracy = evaluate(model, dataset.x_test, dataset.y_test, dataset.levels)
     return model, {"train_accuracy": correct / max(seen, 1), "test_accuracy": test_accuracy,
                    "epochs": options.epochs, "seed": options.seed}

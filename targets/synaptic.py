@@ -20,6 +20,6 @@ def iterate_batches(total: int, batch_size: int, progress: str | None):
     starts = range(0, total, batch_size)
     if progress:
         from tqdm import tqdm
-        starts = tqdm(starts, desc=progress, unit="batch", leave=False)
+        starts = tqdm(starts, desc=progress, unit="batch", leave=False, disable=None)
     for start in starts:
         yield slice(start, min(total, start + batch_size))

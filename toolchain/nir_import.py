@@ -54,7 +54,7 @@ def read_nir_file(path: str | Path) -> nir.NIRGraph:
 def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None) -> Graph:
     """Build the internal graph; ``metadata`` records where dt and steps came from."""
     options = options or ImportOptions()
-    meta = dict(nir_graph.metadata or {})
+    meta = {str(k): _plain(v) for k, v in (nir_graph.metadata or {}).items()}
     dt, dt_source = _pick(meta.get("dt"), options.dt, DEFAULT_DT, "dt")
     steps, steps_source = _pick(meta.get("steps"), options.steps, None, "steps")
     if steps is None:
@@ -131,18 +131,22 @@ def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None
 def _pick(from_graph, from_option, default, what):
     """Graph metadata wins over options, options over the default; say which was used."""
     if from_graph is not None:
-        return _plain(from_graph), "graph metadata"
+        return from_graph, "graph metadata"
     if from_option is not None:
         return from_option, "option"
     return default, "default"
 
 
 def _plain(value):
+    """NIR files hand metadata back as numpy scalars, arrays or bytes: make it plain Python."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
     value = np.asarray(value)
-    if value.dtype.kind in "SUO":
-        item = value.item()
-        return item.decode() if isinstance(item, bytes) else str(item)
-    return value.item()
+    if value.dtype.kind == "S":
+        return value.astype(str).tolist()
+    return value.item() if value.size == 1 else value.tolist()
 
 
 def _input_shape(node: nir.Input, override) -> tuple[int, ...]:

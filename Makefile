@@ -1,0 +1,39 @@
+# Two entry points: `make demo` (set up, run the main job) and `make test` (set up, run the tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUNS := runs/digits
+
+.PHONY: setup lava demo test bench clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned and installed first: the machine's CPU wheel; an unpinned torch pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		(echo "snn-compile needs Python >= 3.11 (set PYTHON=...)"; exit 2)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Lava (lava-nc 0.10.0) needs Python 3.10; it gets its own environment when one can be found.
+lava: setup
+	$(BIN)/python -m targets.lava.environment
+
+demo: setup
+	mkdir -p $(RUNS)
+	$(BIN)/snn-compile train --dataset digits --arch mlp -o $(RUNS)/mlp.pt
+	$(BIN)/snn-compile $(RUNS)/mlp.pt --target loihi2 --bits 8
+	$(BIN)/snn-compile train --dataset digits --arch csnn -o $(RUNS)/csnn.pt
+	$(BIN)/snn-compile $(RUNS)/csnn.pt --target loihi2 --bits 8
+
+test: setup lava
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/bench_emulator.py
+
+clean:
+	rm -rf $(VENV) .lava-venv runs

@@ -1,0 +1,38 @@
+"""Shared fixtures: small models trained once per test session on digits."""
+
+from __future__ import annotations
+
+import pytest
+
+from frontends.datasets import load_dataset
+from frontends.nir_export import to_nir
+from frontends.training import TrainOptions, train
+from targets.chips import load_chip
+from toolchain.nir_import import graph_from_nir
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def loihi2():
+    return load_chip("loihi2")
+
+
+def _trained(digits, arch, epochs):
+    model, metrics = train(digits, TrainOptions(arch=arch, epochs=epochs, seed=0, progress=False))
+    return model, graph_from_nir(to_nir(model, input_levels=digits.levels))
+
+
+@pytest.fixture(scope="session")
+def mlp(digits):
+    """(snnTorch model, float graph) of the digits MLP."""
+    return _trained(digits, "mlp", epochs=15)
+
+
+@pytest.fixture(scope="session")
+def csnn(digits):
+    """(snnTorch model, float graph) of the digits CSNN."""
+    return _trained(digits, "csnn", epochs=15)

@@ -1,0 +1,87 @@
+"""The command line: a real compile, and every user error as one line with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nir
+import numpy as np
+import pytest
+
+from frontends.checkpoint import save_checkpoint
+
+CLI = [sys.executable, "-m", "toolchain.cli"]
+
+
+def snn_compile(*args, cwd=None):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, mlp, digits):
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(mlp[0], path, dataset="digits", levels=digits.levels)
+    return path
+
+
+def test_compile_writes_program_and_reports(checkpoint):
+    proc = snn_compile(checkpoint, "--target", "loihi2", "--bits", "8")
+    assert proc.returncode == 0, proc.stderr
+    out = checkpoint.with_name("model-loihi2-8b")
+    report = json.loads((out / "report.json").read_text())
+    assert report["accuracy"]["loihi2"]["samples"] == 540
+    assert abs(report["accuracy"]["loihi2"]["accuracy"] - report["accuracy"]["float"]["accuracy"]) <= 0.01
+    assert "Accuracy" in (out / "report.md").read_text() and "loihi2" in proc.stdout
+    assert nir.read(str(out / "model.nir")).metadata["steps"] == 16
+    # the written NIR graph compiles again on its own
+    again = snn_compile(out / "model.nir", "--dataset", "digits", "--samples", "100", "-o", out.parent / "again")
+    assert again.returncode == 0, again.stderr
+
+
+def test_help_lists_commands_and_options():
+    top = snn_compile("--help")
+    assert top.returncode == 0 and "train" in top.stdout and "--target" in snn_compile("compile", "--help").stdout
+
+
+def assert_user_error(proc, *fragments):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("snn-compile: error:"), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_file(tmp_path):
+    assert_user_error(snn_compile(tmp_path / "nope.pt"), "no such file")
+
+
+def test_not_a_model(tmp_path):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_text("hello")
+    assert_user_error(snn_compile(bogus), "not a model checkpoint")
+    assert not (tmp_path / "bogus-loihi2-8b").exists()
+
+
+def test_unsupported_nir_node(tmp_path):
+    nodes = {"input": nir.Input(input_type={"input": np.array([4])}), "thr": nir.Threshold(threshold=np.ones(4)),
+             "output": nir.Output(output_type={"output": np.array([4])})}
+    path = tmp_path / "g.nir"
+    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=[("input", "thr"), ("thr", "output")]))
+    assert_user_error(snn_compile(path, "--steps", "4"), "Threshold", "not supported")
+    assert not list(tmp_path.glob("g-*"))
+
+
+@pytest.mark.parametrize("bits", ["0", "9"])
+def test_bits_out_of_range(checkpoint, bits):
+    assert_user_error(snn_compile(checkpoint, "--bits", bits), f"--bits {bits}", "1..8")
+
+
+def test_unknown_target(checkpoint):
+    assert_user_error(snn_compile(checkpoint, "--target", "truenorth"), "unknown target", "loihi2")
+
+
+def test_dataset_directory_without_files(checkpoint, tmp_path):
+    assert_user_error(snn_compile(checkpoint, "--dataset", "fmnist", "--data-dir", tmp_path),
+                      "not found", "dataset-fashion-mnist")

@@ -1,0 +1,145 @@
+"""Reports: what a compile cost and how much accuracy survived, for people and machines.
+
+Every number here is computed from a program, a graph or a run result; the
+report writes it to the terminal, report.json and report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support
+
+from toolchain.ir import Graph
+from toolchain.program import Program
+
+FLOAT_BITS = 32
+NEURON_PARAM_BITS = {"bias": 13 + 3, "group": 12 + 12 + 17}  # per neuron; per group (du, dv, vth)
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """Accuracy and weighted precision/recall/F1, as the quantization seed reports them."""
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, average="weighted",
+                                                               zero_division=0)
+    return {"accuracy": float(np.mean(labels == predictions)), "precision": float(precision),
+            "recall": float(recall), "f1": float(f1), "samples": int(len(labels))}
+
+
+def synapse_count(weights: np.ndarray, kind: str, target_size: int) -> int:
+    """Connections a weight tensor makes: nonzero entries, times output positions for a conv."""
+    nonzero = int(np.count_nonzero(weights))
+    if kind == "dense":
+        return nonzero
+    per_channel = target_size // weights.shape[0]
+    return nonzero * per_channel
+
+
+def program_summary(program: Program) -> list[dict]:
+    rows = []
+    for layer in program.layers:
+        incoming = program.incoming(layer.name)
+        rows.append({
+            "layer": layer.name, "model": layer.model, "shape": list(layer.shape), "neurons": layer.size,
+            "groups": len(layer.groups()), "spiking": layer.spiking,
+            "synapses": sum(synapse_count(s.weights, s.kind, layer.size) for s in incoming),
+            "weights": int(sum(s.weights.size for s in incoming)),
+            "inputs": [f"{s.source} ({s.kind}{', recurrent' if s.recurrent else ''})" for s in incoming],
+            "weight_exp": sorted({int(e) for s in incoming for e in np.unique(s.weight_exp)}),
+            "vth": sorted({int(v) for v in np.unique(layer.vth)})[:4],
+        })
+    return rows
+
+
+def model_size_bits(graph: Graph, program: Program) -> dict:
+    """Storage before (float32 weights and per-neuron parameters) and after quantization."""
+    float_weights = sum(c.weight.size for c in graph.connections)
+    float_neurons = sum(p.size for p in graph.populations)
+    before = FLOAT_BITS * (float_weights + 4 * float_neurons)  # alpha, beta, threshold, bias
+    after = sum(s.weights.size * s.weight_bits for s in program.synapses)
+    after += sum(layer.size * NEURON_PARAM_BITS["bias"] + len(layer.groups()) * NEURON_PARAM_BITS["group"]
+                 for layer in program.layers)
+    return {"float_bits": int(before), "quantized_bits": int(after), "compression": before / max(after, 1)}
+
+
+def spikes_per_sample(result, names) -> dict:
+    return {name: float(result.activity[name].spike_counts.sum() / result.samples) for name in names}
+
+
+def write_reports(report: dict, out_dir: Path) -> None:
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable))
+    (out_dir / "report.md").write_text(markdown(report))
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list]) -> list[str]:
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda items: "  ".join(s.ljust(w) for s, w in zip(items, widths))  # noqa: E731
+    return [line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        if value == 0 or math.isfinite(value) and 1e-3 <= abs(value) < 1e6:
+            return f"{value:.4g}"
+        return f"{value:.3e}"
+    return str(value)
+
+
+def text_sections(report: dict) -> list[tuple[str, list[str]]]:
+    """The report as titled plain-text tables; terminal and markdown share them."""
+    sections = []
+    src = report["source"]
+    sections.append(("Model", [
+        f"source: {src['path']} ({src['format']})",
+        f"dataset: {src.get('dataset') or '-'}   steps: {report['program']['steps']}   "
+        f"dt: {src['dt']:g} ({src['dt_source']})   reset: {src['reset']}",
+        f"target: {report['target']}   chip: {report['program']['chip']}   passes: "
+        + " -> ".join(report["passes"]),
+        f"latency: {report['program']['latency_steps']} steps of synaptic delay "
+        "(every connection adds one step)",
+    ] + [f"warning: {w}" for w in report.get("warnings", [])]))
+    rows = [[r["layer"], r["model"], "x".join(map(str, r["shape"])), r["neurons"], r["groups"], r["synapses"],
+             ",".join(map(str, r["weight_exp"]))] for r in report["program"]["layers"]]
+    sections.append(("Program", _table(["layer", "model", "shape", "neurons", "groups", "synapses", "w_exp"], rows)))
+    size = report["size"]
+    sections.append(("Model size", [
+        f"float: {size['float_bits']} bits   quantized: {size['quantized_bits']} bits   "
+        f"compression: {size['compression']:.2f}x"]))
+    if "accuracy" in report:
+        rows = [[name, m["accuracy"], m["precision"], m["recall"], m["f1"], m["samples"]]
+                for name, m in report["accuracy"].items()]
+        lines = _table(["backend", "accuracy", "precision", "recall", "f1", "samples"], rows)
+        for pair, value in report.get("agreement", {}).items():
+            lines.append(f"prediction agreement {pair}: {value:.4f}")
+        sections.append(("Accuracy (weighted precision/recall/F1)", lines))
+    if "spikes_per_sample" in report:
+        backends = list(report["spikes_per_sample"])
+        layers = list(next(iter(report["spikes_per_sample"].values())))
+        rows = [[layer] + [report["spikes_per_sample"][b][layer] for b in backends] for layer in layers]
+        sections.append(("Spikes per sample", _table(["layer"] + backends, rows)))
+    return sections
+
+
+def terminal(report: dict) -> str:
+    out = []
+    for title, lines in text_sections(report):
+        out += ["", f"== {title} =="] + lines
+    return "\n".join(out).lstrip("\n")
+
+
+def markdown(report: dict) -> str:
+    out = ["# snn-compile report", ""]
+    for title, lines in text_sections(report):
+        out += [f"## {title}", "", "```", *lines, "```", ""]
+    return "\n".join(out)
