@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/snn-compile train --dataset digits --arch csnn -o $(RUNS)/csnn.pt
 	$(BIN)/snn-compile $(RUNS)/csnn.pt --target loihi2 --bits 8
 
-test: setup lava
+test: setup
 	$(BIN)/python -m pytest
 
 bench: setup

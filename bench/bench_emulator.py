@@ -12,12 +12,13 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from frontends.datasets import load_dataset
 from frontends.nir_export import to_nir
 from frontends.training import TrainOptions, train
 from targets.chips import load_chip
-import torch.nn.functional as F
+
 
 from targets.loihi2 import run
 from toolchain.nir_import import graph_from_nir
