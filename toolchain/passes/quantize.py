@@ -16,7 +16,7 @@ weights unchanged, so what we compute is what the chip holds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -35,12 +35,21 @@ STATE_MAX = 2**23 - 1
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    """``bits``: synapse weight width; ``weight_scale``: how the weight step is
-    chosen, "max" (largest weight maps to the largest level) or "mse" (the
-    clipping that minimises the weights' squared rounding error)."""
+    """``bits``: synapse weight width. ``weight_scale``: how the weight step is
+    chosen: "max" (the largest weight maps to the largest level, the plain
+    static PTQ baseline), "percentile" (the 99.9th percentile of |w| does),
+    "mse" (the clipping that minimises the weights' squared rounding error) or
+    "output-mse" (the same error weighted by each input's mean square
+    activity on calibration data: the error the layer's output sees).
+    ``granularity``: one scale per layer ("tensor") or per output channel
+    ("channel": each channel becomes its own neuron group with its own vth).
+    ``bias_correction``: add the mean output error the rounding causes on
+    calibration data back into the bias."""
 
     bits: int = 8
-    weight_scale: Literal["max", "mse"] = "mse"
+    weight_scale: Literal["max", "percentile", "mse", "output-mse"] = "mse"
+    granularity: Literal["tensor", "channel"] = "tensor"
+    bias_correction: bool = False
 
 
 def check_bits(bits: int, chip) -> None:
@@ -49,21 +58,28 @@ def check_bits(bits: int, chip) -> None:
         raise UserError(f"--bits {bits} is out of range: {chip.name} synapses hold 1..{top} bit weights")
 
 
-def quantize(graph: Graph, chip, options: QuantizeOptions) -> Program:
-    """Lower the float graph to an integer program for ``chip``."""
+def quantize(graph: Graph, chip, options: QuantizeOptions, rates: dict[str, np.ndarray] | None = None) -> Program:
+    """Lower the float graph to an integer program for ``chip``. ``rates``: mean
+    activity per source neuron per step on calibration data (population name
+    or "input" -> array), needed by "output-mse" and bias correction."""
     check_bits(options.bits, chip)
+    if (options.weight_scale == "output-mse" or options.bias_correction) and rates is None:
+        raise UserError("output-mse scaling and bias correction need calibration data")
+    graph = correct_bias(graph, options, rates) if options.bias_correction else graph
     exp_range = (chip.limit("weight_exp_min"), chip.limit("weight_exp_max"))
     layers, synapses = [], []
     for pop in graph.populations:
         incoming = graph.incoming(pop.name)
-        layer, blocks = _quantize_population(graph, pop, incoming, options, exp_range)
+        layer, blocks = _quantize_population(graph, pop, incoming, options, exp_range, rates)
         layers.append(layer)
         synapses.extend(blocks)
     return Program(chip=chip.name, input_shape=graph.input_shape, input_levels=graph.input_levels,
                    steps=graph.steps, layers=layers, synapses=synapses, output=graph.output,
                    readout="spike_count" if graph.population(graph.output).spiking else "membrane",
                    metadata={"dt": graph.dt, "source": dict(graph.metadata),
-                             "quantize": {"bits": options.bits, "weight_scale": options.weight_scale}})
+                             "quantize": {"bits": options.bits, "weight_scale": options.weight_scale,
+                                          "granularity": options.granularity,
+                                          "bias_correction": options.bias_correction}})
 
 
 def weight_grid(bits: int) -> tuple[int, int]:
@@ -82,7 +98,7 @@ def _rows(conn: Connection, rows: np.ndarray, shape) -> np.ndarray:
 
 
 def _quantize_population(graph: Graph, pop: Population, incoming: list[Connection],
-                         options: QuantizeOptions, exp_range) -> tuple[Layer, list[Synapses]]:
+                         options: QuantizeOptions, exp_range, rates) -> tuple[Layer, list[Synapses]]:
     step, qmax = weight_grid(options.bits)
     n = pop.size
     du = np.clip(np.round(DECAY_UNITY * (1 - pop.alpha)) - 1, 0, 4095).astype(int)
@@ -95,6 +111,8 @@ def _quantize_population(graph: Graph, pop: Population, incoming: list[Connectio
     theta = pop.threshold if pop.spiking else np.full(n, drive.max() / max(1 - pop.beta.max(), 1e-3))
 
     keys = np.stack([pop.alpha, pop.beta, theta], axis=1)
+    if options.granularity == "channel":
+        keys = np.column_stack([keys, np.arange(n) // (n // pop.shape[0]) if len(pop.shape) == 3 else np.arange(n)])
     _, group_of = np.unique(keys, axis=0, return_inverse=True)
     for g in np.unique(group_of):
         rows = np.flatnonzero(group_of.reshape(-1) == g)
@@ -102,7 +120,8 @@ def _quantize_population(graph: Graph, pop: Population, incoming: list[Connectio
             _require_whole_channels(pop, rows)
         main, *others = incoming
         w_main = _rows(main, rows, pop.shape) * (1 / graph.input_levels if main.source == INPUT else 1)
-        delta = _weight_step(w_main, qmax, options)
+        delta = choose_weight_step(w_main, qmax, options.weight_scale,
+                                   _importance(main, rates, graph) if options.weight_scale == "output-mse" else None)
         if options.bits == 1 and np.any(w_main > 0) and np.any(w_main < 0):
             raise UserError(f"layer {pop.name}: 1-bit Loihi weights are single-sign and this layer has "
                             "both signs; use --bits 2 or more")
@@ -146,19 +165,85 @@ def _message_bits(graph: Graph) -> int:
     return 0 if graph.input_levels == 1 else int(math.ceil(math.log2(graph.input_levels + 1)))
 
 
-def _weight_step(w: np.ndarray, qmax: int, options: QuantizeOptions) -> float:
+def choose_weight_step(w: np.ndarray, qmax: int, method: str, importance: np.ndarray | None = None) -> float:
+    """Float weight per integer level for the symmetric grid ``|q| <= qmax``.
+
+    ``importance`` (broadcastable to ``w``) weights each weight's squared
+    rounding error, e.g. by its input's mean square activity.
+    """
     peak = float(np.abs(w).max())
     if peak == 0:
         return 1.0
-    if options.weight_scale == "max":
+    if method == "max":
         return peak / qmax
+    if method == "percentile":
+        return max(float(np.percentile(np.abs(w), 99.9)), peak / 2**15) / qmax
+    weight = 1.0 if importance is None else importance
     best, best_err = peak / qmax, np.inf
     for ratio in np.linspace(0.2, 1.0, 41):
         delta = peak * ratio / qmax
-        err = float(np.sum((np.clip(np.round(w / delta), -qmax, qmax) * delta - w) ** 2))
+        err = float(np.sum(weight * (np.clip(np.round(w / delta), -qmax, qmax) * delta - w) ** 2))
         if err < best_err:
             best, best_err = delta, err
     return best
+
+
+def fake_quantize(graph: Graph, options: QuantizeOptions, rates=None) -> Graph:
+    """The graph with weights snapped to a symmetric ``bits``-bit grid, still in float:
+    what a generic digital accelerator with k-bit weights computes (any k in 1..16)."""
+    if not 1 <= options.bits <= 16:
+        raise UserError(f"--bits {options.bits} is out of range: the digital target takes 1..16 bit weights")
+    graph = correct_bias(graph, options, rates) if options.bias_correction else graph
+    qmax = max(2 ** (options.bits - 1) - 1, 1)
+    connections = []
+    for conn in graph.connections:
+        w = conn.weight
+        rows = w.reshape(w.shape[0], -1)
+        importance = None
+        if options.weight_scale == "output-mse":
+            importance = np.broadcast_to(_importance(conn, rates, graph), w.shape).reshape(rows.shape)
+        if options.granularity == "channel":
+            deltas = np.array([choose_weight_step(row, qmax, options.weight_scale,
+                                                  None if importance is None else importance[i])
+                               for i, row in enumerate(rows)])
+        else:
+            deltas = np.full(rows.shape[0], choose_weight_step(rows, qmax, options.weight_scale, importance))
+        snapped = np.clip(np.round(rows / deltas[:, None]), -qmax, qmax) * deltas[:, None]
+        connections.append(replace(conn, weight=snapped.reshape(w.shape)))
+    return Graph(graph.input_shape, graph.populations, connections, graph.output, graph.steps, graph.dt,
+                 graph.input_levels, dict(graph.metadata))
+
+
+def _importance(conn: Connection, rates, graph: Graph) -> np.ndarray:
+    """Mean square activity of each weight's input, shaped to broadcast against the weight."""
+    rate = np.asarray(rates[conn.source], dtype=np.float64)
+    if conn.source == INPUT:
+        rate = rate / graph.input_levels
+    if conn.kind == "dense":
+        return rate[None, :] ** 2 + 1e-12
+    channels = conn.weight.shape[1]
+    return (rate.reshape(channels, -1).mean(axis=1) ** 2 + 1e-12)[None, :, None, None]
+
+
+def correct_bias(graph: Graph, options: QuantizeOptions, rates) -> Graph:
+    """Fold the mean output error of rounding (at calibration activity) into the biases."""
+    snapped = fake_quantize(graph, replace(options, bias_correction=False), rates)
+    populations = []
+    for pop in graph.populations:
+        shift = np.zeros(pop.size)
+        for before, after in zip(graph.incoming(pop.name), snapped.incoming(pop.name)):
+            rate = np.asarray(rates[before.source], dtype=np.float64)
+            if before.source == INPUT:
+                rate = rate / graph.input_levels
+            error = before.weight - after.weight
+            if before.kind == "dense":
+                shift += error @ rate
+            else:
+                channel_rate = rate.reshape(error.shape[1], -1).mean(axis=1)
+                shift += np.repeat(np.einsum("ocuv,c->o", error, channel_rate), pop.size // error.shape[0])
+        populations.append(replace(pop, bias=pop.bias + shift))
+    return Graph(graph.input_shape, populations, graph.connections, graph.output, graph.steps, graph.dt,
+                 graph.input_levels, dict(graph.metadata))
 
 
 def _drive_bound(graph: Graph, pop: Population, incoming: list[Connection]) -> np.ndarray:
