@@ -17,7 +17,7 @@ from toolchain.errors import UserError
 from toolchain.nir_import import ImportOptions
 
 from targets.registry import TARGETS
-COMMANDS = ("compile", "train")
+COMMANDS = ("compile", "train", "sweep")
 
 DESCRIPTION = """\
 Compile a spiking neural network for a neuromorphic chip, run it bit-accurately, and report
@@ -27,6 +27,7 @@ commands:
   snn-compile MODEL [options]         compile MODEL (a checkpoint .pt or a NIR graph .nir) and
                                       evaluate it (same as `snn-compile compile MODEL`)
   snn-compile train [options]         train a spiking network in snnTorch and save a checkpoint
+  snn-compile sweep MODEL [options]   accuracy, size and cost across weight bits x pruning ratios
 
 Run `snn-compile COMMAND --help` for the options of each command.
 
@@ -34,6 +35,7 @@ examples:
   snn-compile train --dataset digits --arch mlp -o model.pt
   snn-compile model.pt --target loihi2 --bits 8
   snn-compile graph.nir --target loihi2 --steps 16 --input-shape 1,8,8 --dataset digits
+  snn-compile sweep model.pt --bits 16,8,4 --prune 0.1,0.2,0.3
 """
 
 
@@ -82,6 +84,27 @@ def _train_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _sweep_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snn-compile sweep", description="Compress MODEL at every weight width and "
+                                "pruning ratio, with the seed's plain recipe (baseline) and with calibrated "
+                                "options chosen on a validation split of the training data (best). Writes "
+                                "sweep.csv, sweep.json, sweep.md and sweep.png.")
+    p.add_argument("model", help="snn-compile checkpoint (.pt) or NIR graph (.nir)")
+    p.add_argument("--bits", default="16,8,4", help="comma-separated weight widths, 1..16 (<= 8 runs on the "
+                   "Loihi 2 emulator, wider on the digital target; default 16,8,4)")
+    p.add_argument("--prune", default="0.1,0.2,0.3", help="comma-separated structured pruning ratios in [0, 1) "
+                   "(default 0.1,0.2,0.3)")
+    p.add_argument("--methods", default="baseline,best", help="baseline, best or both (default both)")
+    p.add_argument("-o", "--output", type=Path, help="output directory (default: next to MODEL, MODEL-sweep)")
+    p.add_argument("--dataset", help="dataset (default: the one the checkpoint names)")
+    p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
+    p.add_argument("--samples", type=int, help="evaluate on the first N test samples (default: all)")
+    p.add_argument("--calibration", type=int, default=512, help="training samples for calibration (default 512)")
+    p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
+    p.add_argument("--steps", type=int, help="time steps, when a NIR file does not say")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -91,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "train":
             return cmd_train(_train_parser().parse_args(argv))
+        if command == "sweep":
+            return cmd_sweep(_sweep_parser().parse_args(argv))
         return cmd_compile(_compile_parser().parse_args(argv))
     except UserError as exc:
         print(f"snn-compile: error: {exc}", file=sys.stderr)
@@ -114,6 +139,42 @@ def cmd_train(args) -> int:
                                                  seed=args.seed))
     save_checkpoint(model, args.output, dataset=dataset.name, levels=dataset.levels, metrics=metrics)
     print(f"float test accuracy {metrics['test_accuracy']:.4f}; saved {args.output}")
+    return 0
+
+
+def _number_list(text: str, kind, option: str) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{option} {text!r}: expected comma-separated numbers") from None
+
+
+def cmd_sweep(args) -> int:
+    from frontends.datasets import load_dataset
+    from targets.chips import load_chip
+    from toolchain.driver import load_model
+    from toolchain.report import sweep_table, write_sweep
+    from toolchain.sweep import check_settings, run_sweep, split_data
+
+    bits = _number_list(args.bits, int, "--bits")
+    ratios = _number_list(args.prune, float, "--prune")
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or set(methods) - {"baseline", "best"}:
+        raise UserError(f"--methods {args.methods!r}: choose baseline, best or baseline,best")
+    check_settings(bits, ratios)
+    _positive(samples=args.samples, calibration=args.calibration, workers=args.workers)
+    source = load_model(args.model, ImportOptions(steps=args.steps))
+    dataset_name = args.dataset or source.dataset
+    if not dataset_name:
+        raise UserError("a NIR model needs --dataset to sweep on")
+    data = split_data(load_dataset(dataset_name, args.data_dir), calibration=args.calibration,
+                      test_samples=args.samples)
+    rows = run_sweep(source.graph, load_chip("loihi2"), data, bits, ratios, methods, workers=args.workers)
+    out_dir = args.output or source.path.with_name(f"{source.path.stem}-sweep")
+    with _staging(out_dir) as staging:
+        write_sweep(rows, staging)
+    print(sweep_table(rows))
+    print(f"\nwrote {out_dir}/ (sweep.csv, sweep.json, sweep.md, sweep.png)")
     return 0
 
 

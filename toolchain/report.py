@@ -143,3 +143,56 @@ def markdown(report: dict) -> str:
     for title, lines in text_sections(report):
         out += [f"## {title}", "", "```", *lines, "```", ""]
     return "\n".join(out)
+
+
+SWEEP_COLUMNS = ["method", "bits", "prune", "accuracy", "drop_points", "precision", "recall", "f1", "size_bits",
+                 "compression", "spikes_per_sample", "quantization", "pruning"]
+
+
+def sweep_table(rows: list[dict]) -> str:
+    columns = [c for c in SWEEP_COLUMNS if any(c in r for r in rows)]
+    columns += [c for c in rows[0] if c.startswith("energy") or c.startswith("loihi")]
+    return "\n".join(_table(columns, [[r.get(c, "") for c in columns] for r in rows]))
+
+
+def write_sweep(rows: list[dict], out_dir: Path) -> None:
+    """sweep.json, sweep.csv, sweep.md and the seed-style plots."""
+    import csv
+
+    (out_dir / "sweep.json").write_text(json.dumps(rows, indent=2, default=_jsonable))
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out_dir / "sweep.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "sweep.md").write_text("# Compression sweep\n\n```\n" + sweep_table(rows) + "\n```\n")
+    _sweep_plots(rows, out_dir)
+
+
+def _sweep_plots(rows: list[dict], out_dir: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = sorted({r["method"] for r in rows if r["bits"] != 32 or r["prune"] > 0})
+    panels = [("bits", "accuracy", lambda r: r["prune"] == 0 and r["bits"] != 32, "accuracy vs weight bits"),
+              ("bits", "size_bits", lambda r: r["prune"] == 0 and r["bits"] != 32, "model size vs weight bits"),
+              ("prune", "accuracy", lambda r: r["bits"] == 32, "accuracy vs pruning ratio (float weights)")]
+    energy_key = next((k for k in rows[0] if k.startswith("energy")), None)
+    if energy_key:
+        panels.append(("prune", energy_key, lambda r: r["bits"] == 32, "energy vs pruning ratio"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6))
+    for ax, (x, y, keep, title) in zip(axes, panels):
+        for method in methods:
+            pts = sorted((r[x], r[y]) for r in rows if keep(r) and (r["method"] == method or r["prune"] == 0
+                                                                    and r["bits"] == 32))
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=method)
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "sweep.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,167 @@
+"""Compression sweeps: accuracy, size and cost across weight bits x pruning ratios.
+
+Two methods per setting, so comparisons are honest:
+
+- ``baseline``: the quantization seed's plain post-training recipe: static
+  per-tensor scales from the largest weight, structured L1 pruning, no
+  calibration, no correction.
+- ``best``: candidate option sets (step choice, per-tensor or per-channel
+  groups, bias correction; activity- or L1-ranked structured pruning with
+  bias compensation) are scored on a validation split of the *training*
+  data, and the winner is evaluated on the test split. The chosen options are
+  reported with every row.
+
+Weights of up to 8 bits run on the bit-accurate Loihi 2 emulator; wider
+weights (the seed's k = 16) run on the generic digital target (float
+dynamics, k-bit weights).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from targets import reference
+from targets.loihi2 import run as run_loihi2
+from toolchain.errors import UserError
+from toolchain.ir import INPUT, Graph
+from toolchain.passes.prune import PruneOptions, check_ratio, prune
+from toolchain.passes.quantize import QuantizeOptions, fake_quantize, quantize
+from toolchain.report import classification_metrics, model_size_bits
+
+LOIHI_MAX_BITS = 8
+DIGITAL_MAX_BITS = 16
+
+
+@dataclass(frozen=True)
+class SweepData:
+    """Integer images: calibration and validation come from the training split."""
+
+    calibration: np.ndarray
+    validation_x: np.ndarray
+    validation_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+def split_data(dataset, calibration: int = 512, validation: int = 512, seed: int = 0,
+               test_samples: int | None = None) -> SweepData:
+    order = np.random.default_rng(seed).permutation(len(dataset.x_train))
+    cal, val = order[:calibration], order[calibration:calibration + validation]
+    n = len(dataset.x_test) if test_samples is None else min(test_samples, len(dataset.x_test))
+    return SweepData(dataset.x_train[cal], dataset.x_train[val], dataset.y_train[val], dataset.x_test[:n],
+                     dataset.y_test[:n])
+
+
+def check_settings(bits: list[int], ratios: list[float]) -> None:
+    if not bits:
+        raise UserError("--bits needs at least one value, e.g. --bits 16,8,4")
+    for b in bits:
+        if not 1 <= b <= DIGITAL_MAX_BITS:
+            raise UserError(f"--bits {b} is out of range: 1..{DIGITAL_MAX_BITS} "
+                            f"(Loihi 2 holds up to {LOIHI_MAX_BITS}; wider runs on the digital target)")
+    for r in ratios:
+        check_ratio(r)
+
+
+def calibration_rates(graph: Graph, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean activity per neuron per step (input: mean integer value), from the float model."""
+    result = reference.run(graph, images)
+    rates = {k: v.spike_counts / (len(images) * graph.steps) for k, v in result.activity.items()}
+    rates[INPUT] = images.reshape(len(images), -1).mean(axis=0)
+    return rates
+
+
+QUANT_CANDIDATES = [QuantizeOptions(8, scale, granularity, correction)
+                    for scale, granularity, correction in itertools.product(
+                        ("mse", "output-mse", "percentile"), ("tensor", "channel"), (False, True))]
+BASELINE_QUANT = QuantizeOptions(8, "max", "tensor", False)
+
+
+def _compile_and_run(graph: Graph, chip, bits: int, options: QuantizeOptions, rates, images):
+    options = QuantizeOptions(bits, options.weight_scale, options.granularity, options.bias_correction)
+    if bits <= LOIHI_MAX_BITS:
+        program = quantize(graph, chip, options, rates)
+        return program, run_loihi2(program, images)
+    return None, reference.run(fake_quantize(graph, options, rates), images)
+
+
+def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, ratio: float, method: str) -> dict:
+    """One row: prune, quantize, run on the test split, measure."""
+    rates = calibration_rates(graph, data.calibration) if method == "best" else None
+    pruned, prune_choice = _pruned(graph, ratio, method, rates, data)
+    pruned_rates = calibration_rates(pruned, data.calibration) if method == "best" else None
+    if bits is None:
+        result, program, quant_choice = reference.run(pruned, data.test_x), None, "float"
+    else:
+        options = BASELINE_QUANT
+        if method == "best":
+            options = max(QUANT_CANDIDATES, key=lambda o: _validation_accuracy(pruned, chip, bits, o, pruned_rates, data))
+        program, result = _compile_and_run(pruned, chip, bits, options, pruned_rates, data.test_x)
+        quant_choice = f"{options.weight_scale}/{options.granularity}" + ("/bias-corr" if options.bias_correction else "")
+    row = {"bits": bits or 32, "prune": ratio, "method": method, "quantization": quant_choice,
+           "pruning": prune_choice, **classification_metrics(data.test_y, result.predictions()),
+           "neurons": int(sum(p.size for p in pruned.populations))}
+    if program is not None:
+        size = model_size_bits(pruned, program)
+        row.update(size_bits=size["quantized_bits"])
+    else:
+        row.update(size_bits=int(model_size_bits_float(pruned, bits)))
+    row["spikes_per_sample"] = float(sum(a.spike_counts.sum() for k, a in result.activity.items() if k != INPUT)
+                                     / result.samples)
+    return row
+
+
+def model_size_bits_float(graph: Graph, bits: int | None) -> int:
+    weights = sum(c.weight.size for c in graph.connections)
+    neurons = sum(p.size for p in graph.populations)
+    return (bits or 32) * weights + 32 * 4 * neurons
+
+
+def _validation_accuracy(graph, chip, bits, options, rates, data) -> float:
+    _, result = _compile_and_run(graph, chip, bits, options, rates, data.validation_x)
+    return float(np.mean(result.predictions() == data.validation_y))
+
+
+def _pruned(graph: Graph, ratio: float, method: str, rates, data: SweepData):
+    if ratio == 0:
+        return graph, "none"
+    if method == "baseline":
+        return prune(graph, PruneOptions(ratio, "structured", "l1")), "structured/l1"
+    candidates = {f"structured/{rank}/compensated": prune(graph, PruneOptions(ratio, "structured", rank), rates)
+                  for rank in ("l1", "activity")}
+
+    def score(g):
+        return float(np.mean(reference.run(g, data.validation_x).predictions() == data.validation_y))
+    name = max(candidates, key=lambda k: score(candidates[k]))
+    return candidates[name], name
+
+
+def run_sweep(graph: Graph, chip, data: SweepData, bits: list[int], ratios: list[float],
+              methods=("baseline", "best"), workers: int | None = None, progress: bool = True) -> list[dict]:
+    """Rows for the float model, every bits value unpruned, and every ratio at every bits value."""
+    check_settings(bits, ratios)
+    settings = [(None, 0.0, "baseline")]
+    settings += [(b, r, m) for m in methods for b in bits for r in [0.0] + [r for r in ratios if r > 0]]
+    settings += [(None, r, m) for m in methods for r in ratios if r > 0]
+    workers = workers or min(len(settings), os.cpu_count() or 1)
+    from tqdm import tqdm
+    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
+        futures = [pool.submit(evaluate_setting, graph, chip, data, b, r, m) for b, r, m in settings]
+        rows = [f.result() for f in tqdm(futures, desc="sweep", unit="setting", disable=None if progress else True)]
+    float_accuracy = rows[0]["accuracy"]
+    float_size = rows[0]["size_bits"]
+    for row in rows:
+        row["drop_points"] = 100 * (float_accuracy - row["accuracy"])
+        row["compression"] = float_size / row["size_bits"]
+    return rows
+
+
+def _single_thread():
+    """Each worker process uses one core; the pool provides the parallelism."""
+    import torch
+    torch.set_num_threads(1)
