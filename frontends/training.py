@@ -57,6 +57,9 @@ def train(dataset: Dataset, options: TrainOptions) -> tuple[SpikingNetwork, dict
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", acc=f"{correct / seen:.3f}",
                             refresh=False)
+        if options.progress and bar.disable:  # no terminal (a log, CI): one line per epoch instead
+            print(f"epoch {epoch + 1}/{options.epochs}: loss {loss.item():.3f}, train accuracy "
+                  f"{correct / seen:.3f}", flush=True)
     bar.close()
     test_accuracy = evaluate(model, dataset.x_test, dataset.y_test, dataset.levels)
     return model, {"train_accuracy": correct / max(seen, 1), "test_accuracy": test_accuracy,
