@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from targets.results import LayerActivity, RunResult
-from targets.synaptic import accumulate, iterate_batches
+from targets.batching import iterate_batches
+from toolchain.synaptic import accumulate
 from toolchain.ir import INPUT, Graph
 
 

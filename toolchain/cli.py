@@ -101,6 +101,8 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help="evaluate on the first N test samples (default: all)")
     p.add_argument("--calibration", type=int, default=512, help="training samples for calibration (default 512)")
     p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="also fine-tune each setting for N epochs "
+                   "(quantization-aware, straight-through estimator) and report it as method 'finetuned'")
     p.add_argument("--steps", type=int, help="time steps, when a NIR file does not say")
     return p
 
@@ -169,7 +171,10 @@ def cmd_sweep(args) -> int:
         raise UserError("a NIR model needs --dataset to sweep on")
     data = split_data(load_dataset(dataset_name, args.data_dir), calibration=args.calibration,
                       test_samples=args.samples)
-    rows = run_sweep(source.graph, load_chip("loihi2"), data, bits, ratios, methods, workers=args.workers)
+    if args.finetune_epochs < 0:
+        raise UserError(f"--finetune-epochs must be 0 or more, got {args.finetune_epochs}")
+    rows = run_sweep(source.graph, load_chip("loihi2"), data, bits, ratios, methods, workers=args.workers,
+                     finetune_epochs=args.finetune_epochs)
     out_dir = args.output or source.path.with_name(f"{source.path.stem}-sweep")
     with _staging(out_dir) as staging:
         write_sweep(rows, staging)

@@ -5,6 +5,9 @@ Two methods per setting, so comparisons are honest:
 - ``baseline``: the quantization seed's plain post-training recipe: static
   per-tensor scales from the largest weight, structured L1 pruning, no
   calibration, no correction.
+- ``finetuned`` (with ``finetune_epochs`` > 0): the ``best`` pruning, then
+  quantization-aware fine-tuning on the training split (straight-through
+  estimator, per-channel steps), then the same grid on the chip.
 - ``best``: candidate option sets (step choice, per-tensor or per-channel
   groups, bias correction; activity- or L1-ranked structured pruning with
   bias compensation) are scored on a validation split of the *training*
@@ -28,6 +31,7 @@ import numpy as np
 from targets import reference
 from targets.loihi2 import run as run_loihi2
 from toolchain.errors import UserError
+from toolchain.finetune import FinetuneOptions, finetune
 from toolchain.ir import INPUT, Graph
 from toolchain.passes.prune import PruneOptions, check_ratio, prune
 from toolchain.passes.quantize import QuantizeOptions, fake_quantize, quantize
@@ -46,6 +50,8 @@ class SweepData:
     validation_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+    train_x: np.ndarray
+    train_y: np.ndarray
 
 
 def split_data(dataset, calibration: int = 512, validation: int = 512, seed: int = 0,
@@ -54,7 +60,7 @@ def split_data(dataset, calibration: int = 512, validation: int = 512, seed: int
     cal, val = order[:calibration], order[calibration:calibration + validation]
     n = len(dataset.x_test) if test_samples is None else min(test_samples, len(dataset.x_test))
     return SweepData(dataset.x_train[cal], dataset.x_train[val], dataset.y_train[val], dataset.x_test[:n],
-                     dataset.y_test[:n])
+                     dataset.y_test[:n], dataset.x_train, dataset.y_train)
 
 
 def check_settings(bits: list[int], ratios: list[float]) -> None:
@@ -90,12 +96,21 @@ def _compile_and_run(graph: Graph, chip, bits: int, options: QuantizeOptions, ra
     return None, reference.run(fake_quantize(graph, options, rates), images)
 
 
-def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, ratio: float, method: str) -> dict:
-    """One row: prune, quantize, run on the test split, measure."""
-    rates = calibration_rates(graph, data.calibration) if method == "best" else None
+def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, ratio: float, method: str,
+                     finetune_epochs: int = 0) -> dict:
+    """One row: prune, quantize (or fine-tune then quantize), run on the test split, measure."""
+    calibrated = method in ("best", "finetuned")
+    rates = calibration_rates(graph, data.calibration) if calibrated else None
     pruned, prune_choice = _pruned(graph, ratio, method, rates, data)
-    pruned_rates = calibration_rates(pruned, data.calibration) if method == "best" else None
-    if bits is None:
+    pruned_rates = calibration_rates(pruned, data.calibration) if calibrated else None
+    if method == "finetuned":
+        tuned = finetune(pruned, data.train_x, data.train_y,
+                         FinetuneOptions(bits or DIGITAL_MAX_BITS, epochs=finetune_epochs, granularity="channel",
+                                         progress=False))
+        options = QuantizeOptions(bits or DIGITAL_MAX_BITS, "max", "channel")
+        program, result = _compile_and_run(tuned, chip, bits or DIGITAL_MAX_BITS, options, None, data.test_x)
+        quant_choice = f"qat {finetune_epochs} epochs, max/channel"
+    elif bits is None:
         result, program, quant_choice = reference.run(pruned, data.test_x), None, "float"
     else:
         options = BASELINE_QUANT
@@ -132,6 +147,7 @@ def _pruned(graph: Graph, ratio: float, method: str, rates, data: SweepData):
         return graph, "none"
     if method == "baseline":
         return prune(graph, PruneOptions(ratio, "structured", "l1")), "structured/l1"
+    # "best" and "finetuned" share the calibrated, compensated structured pruning
     candidates = {f"structured/{rank}/compensated": prune(graph, PruneOptions(ratio, "structured", rank), rates)
                   for rank in ("l1", "activity")}
 
@@ -142,16 +158,20 @@ def _pruned(graph: Graph, ratio: float, method: str, rates, data: SweepData):
 
 
 def run_sweep(graph: Graph, chip, data: SweepData, bits: list[int], ratios: list[float],
-              methods=("baseline", "best"), workers: int | None = None, progress: bool = True) -> list[dict]:
+              methods=("baseline", "best"), workers: int | None = None, progress: bool = True,
+              finetune_epochs: int = 0) -> list[dict]:
     """Rows for the float model, every bits value unpruned, and every ratio at every bits value."""
     check_settings(bits, ratios)
+    if finetune_epochs > 0 and "finetuned" not in methods:
+        methods = tuple(methods) + ("finetuned",)
     settings = [(None, 0.0, "baseline")]
     settings += [(b, r, m) for m in methods for b in bits for r in [0.0] + [r for r in ratios if r > 0]]
-    settings += [(None, r, m) for m in methods for r in ratios if r > 0]
+    settings += [(None, r, m) for m in methods if m != "finetuned" for r in ratios if r > 0]
     workers = workers or min(len(settings), os.cpu_count() or 1)
     from tqdm import tqdm
     with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
-        futures = [pool.submit(evaluate_setting, graph, chip, data, b, r, m) for b, r, m in settings]
+        futures = [pool.submit(evaluate_setting, graph, chip, data, b, r, m, finetune_epochs)
+                   for b, r, m in settings]
         rows = [f.result() for f in tqdm(futures, desc="sweep", unit="setting", disable=None if progress else True)]
     float_accuracy = rows[0]["accuracy"]
     float_size = rows[0]["size_bits"]

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from targets.results import LayerActivity, RunResult
-from targets.synaptic import accumulate, iterate_batches
+from targets.batching import iterate_batches
+from toolchain.synaptic import accumulate
 from toolchain.errors import UserError
 from toolchain.ir import INPUT
 from toolchain.program import Layer, Program, Synapses

@@ -1,4 +1,4 @@
-"""Synaptic accumulation shared by the float and the integer targets."""
+"""Synaptic accumulation: the one linear operation every target and the fine-tuner share."""
 
 from __future__ import annotations
 
@@ -13,13 +13,3 @@ def accumulate(kind: str, weight: torch.Tensor, x: torch.Tensor, in_shape, strid
         return x @ weight.T
     out = F.conv2d(x.reshape((-1,) + tuple(in_shape)), weight, stride=tuple(stride), padding=tuple(padding))
     return out.reshape(x.shape[0], -1)
-
-
-def iterate_batches(total: int, batch_size: int, progress: str | None):
-    """Batch slices, with a progress bar when a description is given."""
-    starts = range(0, total, batch_size)
-    if progress:
-        from tqdm import tqdm
-        starts = tqdm(starts, desc=progress, unit="batch", leave=False, disable=None)
-    for start in starts:
-        yield slice(start, min(total, start + batch_size))
