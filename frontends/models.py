@@ -4,8 +4,10 @@ Each model is a stack of blocks; a block is a synapse (ordinary torch layers:
 Linear, or Conv2d -> optional BatchNorm2d -> AvgPool2d) feeding one layer of
 ``snntorch.Leaky`` neurons. Neurons reset to zero in the step they fire
 (``reset_mechanism="zero", reset_delay=False``), which is exactly Loihi's
-LIF with du = 4095 and dv = 4096 (1 - beta). Input is direct: the analog
-image is the input current at every step.
+LIF with du = 4095 and dv = 4096 (1 - beta). Input is either direct (the
+analog image is the input current at every step) or an encoded spike train
+(samples, steps, ...). With ``readout="membrane"`` the last layer never
+fires and its final membrane potential is the output (NIR ``LI``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def default_config(arch: str, input_shape, classes: int) -> dict:
     """The default recipe for an architecture, scaled to the input size."""
     side = input_shape[-1]
     if arch == "mlp":
-        return {"arch": "mlp", "hidden": [128], "beta": 0.9, "threshold": 1.0}
+        return {"arch": "mlp", "hidden": [128], "beta": 0.9, "threshold": 1.0, "readout": "spikes"}
     if arch == "csnn":
         small = side < 16
         return {"arch": "csnn", "channels": [16, 32] if small else [32, 64],
@@ -31,20 +33,29 @@ def default_config(arch: str, input_shape, classes: int) -> dict:
 
 
 class Block(nn.Module):
-    """synapse -> Leaky neurons, one Loihi layer."""
+    """synapse -> Leaky neurons, one Loihi layer (``spiking=False``: a leaky integrator)."""
 
-    def __init__(self, synapse: nn.Sequential, beta: float, threshold: float):
+    def __init__(self, synapse: nn.Sequential, beta: float, threshold: float, spiking: bool = True):
         super().__init__()
         self.synapse = synapse
+        self.spiking = spiking
         self.neurons = snn.Leaky(beta=beta, threshold=threshold, reset_mechanism="zero",
-                                 reset_delay=False)
+                                 reset_delay=False) if spiking else None
+        self.beta = beta
+
+    def step(self, current: torch.Tensor, mem: torch.Tensor):
+        """One time step: (output, membrane). A non-spiking block outputs its membrane."""
+        if self.spiking:
+            return self.neurons(current, mem)
+        mem = self.beta * mem + current
+        return mem, mem
 
 
 class SpikingNetwork(nn.Module):
     """A feed-forward SNN run for ``steps`` steps on a constant (direct) input.
 
-    ``forward`` returns the output layer's spike counts (samples, classes),
-    the value the class is read from on every target.
+    ``forward`` returns the output layer's spike counts (samples, outputs),
+    or its final membrane potential with ``readout="membrane"``.
     """
 
     def __init__(self, config: dict, input_shape, classes: int, steps: int):
@@ -54,9 +65,11 @@ class SpikingNetwork(nn.Module):
         self.blocks = nn.ModuleList()
         if config["arch"] == "mlp":
             sizes = [int(torch.tensor(input_shape).prod())] + list(config["hidden"]) + [classes]
+            last = len(sizes) - 2
             for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
                 layers = [nn.Flatten()] if i == 0 else []
-                self.blocks.append(Block(nn.Sequential(*layers, nn.Linear(n_in, n_out)), beta, threshold))
+                spiking = i < last or config.get("readout", "spikes") == "spikes"
+                self.blocks.append(Block(nn.Sequential(*layers, nn.Linear(n_in, n_out)), beta, threshold, spiking))
         else:
             channels_in, side = input_shape[0], input_shape[-1]
             for channels in config["channels"]:
@@ -70,17 +83,22 @@ class SpikingNetwork(nn.Module):
             features = channels_in * side * side
             self.blocks.append(Block(nn.Sequential(nn.Flatten(), nn.Linear(features, classes)), beta, threshold))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first_current = self.blocks[0].synapse(x)  # the direct input is the same every step
+    def forward(self, x: torch.Tensor, record: bool = False):
+        """``x``: (samples, *input_shape) held every step, or (samples, steps, *input_shape).
+        With ``record`` also returns the output layer's per-step outputs (samples, steps, outputs)."""
+        time_varying = x.dim() == len(self.input_shape) + 2
+        held = None if time_varying else self.blocks[0].synapse(x)  # direct input: same every step
         mems = [None] * len(self.blocks)
-        counts = 0
-        for _ in range(self.steps):
-            current = first_current
+        counts, per_step = 0, []
+        for t in range(self.steps):
+            current = self.blocks[0].synapse(x[:, t]) if time_varying else held
             for i, block in enumerate(self.blocks):
                 if i > 0:
                     current = block.synapse(current)
                 if mems[i] is None:
                     mems[i] = torch.zeros_like(current)
-                current, mems[i] = block.neurons(current, mems[i])
+                current, mems[i] = block.step(current, mems[i])
             counts = counts + current
-        return counts
+            per_step.append(current)
+        out = counts if self.blocks[-1].spiking else current
+        return (out, torch.stack(per_step, dim=1)) if record else out

@@ -11,6 +11,8 @@ graph's metadata for the compiler.
 
 from __future__ import annotations
 
+import json
+
 import nir
 import numpy as np
 import torch
@@ -21,7 +23,8 @@ from frontends.models import SpikingNetwork
 DT = 1e-4
 
 
-def to_nir(model: SpikingNetwork, input_levels: int, dt: float = DT) -> nir.NIRGraph:
+def to_nir(model: SpikingNetwork, input_levels: int, dt: float = DT, coding: dict | None = None) -> nir.NIRGraph:
+    """``coding``: the host-side encoder and decoder, kept in the graph's metadata (as JSON)."""
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(model.input_shape)})}
     edges: list[tuple[str, str]] = []
     previous, shape = "input", tuple(model.input_shape)
@@ -30,14 +33,16 @@ def to_nir(model: SpikingNetwork, input_levels: int, dt: float = DT) -> nir.NIRG
             nodes[name] = node
             edges.append((previous, name))
             previous = name
-        name = f"b{b}_lif"
-        nodes[name] = _lif_node(block.neurons, shape, dt)
+        name = f"b{b}_lif" if block.spiking else f"b{b}_li"
+        nodes[name] = _lif_node(block, shape, dt)
         edges.append((previous, name))
         previous = name
     nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
     edges.append((previous, "output"))
     metadata = {"dt": dt, "steps": model.steps, "reset": "zero", "input_levels": input_levels,
                 "producer": "snn-compile frontends.nir_export", "source_framework": "snntorch"}
+    if coding:
+        metadata["coding"] = json.dumps(coding)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
@@ -87,7 +92,11 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
     return conv.weight * scale[:, None, None, None], (bias - bn.running_mean) * scale + bn.bias
 
 
-def _lif_node(neurons, shape, dt: float) -> nir.NIRNode:
+def _lif_node(block, shape, dt: float) -> nir.NIRNode:
+    if not block.spiking:
+        tau = dt / (1.0 - block.beta) if block.beta < 1 else 1e9
+        return nir.LI(tau=np.full(shape, tau), r=np.full(shape, tau / dt), v_leak=np.zeros(shape))
+    neurons = block.neurons
     beta = float(neurons.beta.clamp(0, 1))
     threshold = np.full(shape, float(neurons.threshold), dtype=np.float32)
     if beta >= 1.0:
