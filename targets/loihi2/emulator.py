@@ -91,8 +91,8 @@ class _CompiledLayer:
         self.exact_path = current_bound >= STATE_MAX or not layer.size
         self.vth_f = self.vth.to(torch.float64)
         self.bias_f = self.bias.to(torch.float64)
-        self.dv_keep = (4096 - self.dv).to(torch.float64)
-        self.du_keep = (4095 - self.du).to(torch.float64)
+        self.dv_keep = (4096 - self.dv).to(torch.float64) / 4096
+        self.du_keep = (4095 - self.du).to(torch.float64) / 4096
 
     def synaptic_input(self, entry, x: torch.Tensor) -> torch.Tensor:
         """a_in from source activity x (rows, source size): accumulate, shift, int32 channel.
@@ -129,12 +129,19 @@ def step_neurons(cl: _CompiledLayer, u, v, a_in):
 
 
 def step_neurons_fast(cl: _CompiledLayer, u, v, a_in):
-    """The same step for layers whose current provably stays inside 24 bits (float64, exact)."""
-    current = a_in * 64
-    u = current + torch.trunc(u * cl.du_keep / 4096) if cl.u_decays else current
-    v = torch.clamp(torch.trunc(v * cl.dv_keep / 4096) + u + cl.bias_f, -(STATE_MAX - 1), STATE_MAX - 1)
+    """The same step for layers whose current provably stays inside 24 bits: float64, in place.
+
+    Every value is an integer below 2^36 and (4096 - dv) / 4096 is a dyadic
+    fraction, so ``trunc(v * ((4096 - dv) / 4096))`` is exactly Loihi's
+    sign-magnitude shift.
+    """
+    if cl.u_decays:
+        u = u.mul_(cl.du_keep).trunc_().add_(a_in, alpha=64)
+    else:
+        u = a_in * 64
+    v = v.mul_(cl.dv_keep).trunc_().add_(u).add_(cl.bias_f).clamp_(-(STATE_MAX - 1), STATE_MAX - 1)
     spikes = v > cl.vth_f
-    return u, v.masked_fill(spikes, 0.0), spikes
+    return u, v.masked_fill_(spikes, 0.0), spikes
 
 
 def run(program: Program, inputs: np.ndarray, record: bool = False, batch_size: int = 256,
