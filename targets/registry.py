@@ -34,9 +34,23 @@ def _reference():
     return run
 
 
+def _lava():
+    from targets.lava.runner import run
+    return run
+
+
+def _digital45nm():
+    from targets.digital45nm import run
+    return run
+
+
 TARGETS = {
     "loihi2": Target("loihi2", "native bit-accurate Loihi 2 emulator", "program", _loihi2),
+    "digital45nm": Target("digital45nm", "generic digital accelerator, k-bit weights (1..16), priced at 45 nm",
+                          "graph", _digital45nm),
     "reference": Target("reference", "float model as trained (zero delay)", "graph", _reference),
+    "lava": Target("lava", "Intel's Lava (lava-nc 0.10.0) fixed-point Loihi 2 simulation, in its own "
+                   "Python 3.10 environment", "program", _lava),
 }
 
 

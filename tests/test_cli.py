@@ -34,6 +34,12 @@ def test_compile_writes_program_and_reports(checkpoint):
     assert report["accuracy"]["loihi2"]["samples"] == 540
     assert abs(report["accuracy"]["loihi2"]["accuracy"] - report["accuracy"]["float"]["accuracy"]) <= 0.01
     assert "Accuracy" in (out / "report.md").read_text() and "loihi2" in proc.stdout
+    costs = report["costs"]
+    assert costs["digital45nm"]["energy_pj"] > 0 and costs["digital45nm"]["ann_energy_pj"] > 0
+    assert costs["loihi"]["latency_s"] > 0 and report["mapping"]["cores"] >= len(report["program"]["layers"])
+    assert "SNN/ANN energy ratio" in proc.stdout and "cores on 1 chip" in proc.stdout
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and "energy per layer" in page and "http" not in page.split("<svg", 1)[0]
     assert nir.read(str(out / "model.nir")).metadata["steps"] == 16
     # the written NIR graph compiles again on its own
     again = snn_compile(out / "model.nir", "--dataset", "digits", "--samples", "100", "-o", out.parent / "again")
@@ -76,6 +82,21 @@ def test_unsupported_nir_node(tmp_path):
 @pytest.mark.parametrize("bits", ["0", "9"])
 def test_bits_out_of_range(checkpoint, bits):
     assert_user_error(snn_compile(checkpoint, "--bits", bits), f"--bits {bits}", "1..8")
+
+
+def test_digital_target_takes_wide_weights(checkpoint, tmp_path):
+    proc = snn_compile(checkpoint, "--target", "digital45nm", "--bits", "12", "--samples", "100",
+                       "--energy-model", "spike", "-o", tmp_path / "digital")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "digital" / "report.json").read_text())
+    assert report["costs"]["digital45nm"]["model"] == "spike" and "loihi" not in report["costs"]
+    assert not (tmp_path / "digital" / "program.h5").exists()
+    assert_user_error(snn_compile(checkpoint, "--target", "digital45nm", "--bits", "17"), "1..16")
+
+
+def test_a_network_that_does_not_fit_names_the_limit(checkpoint):
+    assert_user_error(snn_compile(checkpoint, "--max-cores", "1"), "does not fit loihi2", "cores",
+                      "over the limit of 1")
 
 
 def test_unknown_target(checkpoint):

@@ -17,7 +17,7 @@ from toolchain.errors import UserError
 from toolchain.nir_import import ImportOptions
 
 from targets.registry import TARGETS
-COMMANDS = ("compile", "train", "sweep")
+COMMANDS = ("compile", "train", "sweep", "train-ann", "convert", "serve")
 
 DESCRIPTION = """\
 Compile a spiking neural network for a neuromorphic chip, run it bit-accurately, and report
@@ -28,6 +28,11 @@ commands:
                                       evaluate it (same as `snn-compile compile MODEL`)
   snn-compile train [options]         train a spiking network in snnTorch and save a checkpoint
   snn-compile sweep MODEL [options]   accuracy, size and cost across weight bits x pruning ratios
+  snn-compile train-ann [options]     train a ReLU network (an ANN) to convert
+  snn-compile convert ANN [options]   convert a ReLU network into a spiking one, as a NIR graph
+  snn-compile serve PROGRAM [options] run a compiled program.h5 as an emulated board that a host
+                                      drives over a socket (hardware in the loop)
+                                      that `snn-compile OUT.nir` compiles without further options
 
 Run `snn-compile COMMAND --help` for the options of each command.
 
@@ -36,6 +41,9 @@ examples:
   snn-compile model.pt --target loihi2 --bits 8
   snn-compile graph.nir --target loihi2 --steps 16 --input-shape 1,8,8 --dataset digits
   snn-compile sweep model.pt --bits 16,8,4 --prune 0.1,0.2,0.3
+  snn-compile train-ann --dataset fmnist -o ann.pt
+  snn-compile convert ann.pt --method qffs --steps 8 -o snn.nir && snn-compile snn.nir --bits 8
+  snn-compile serve model-loihi2-8b/program.h5 --port 7421
 """
 
 
@@ -46,7 +54,8 @@ def _compile_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="snn-compile checkpoint (.pt) or NIR graph (.nir)")
     p.add_argument("--target", default="loihi2", help=f"where the program runs: {', '.join(TARGETS)} "
                    "(default loihi2: the bit-accurate Loihi 2 emulator)")
-    p.add_argument("--bits", type=int, default=8, help="synapse weight bits, 1..8 on Loihi 2 (default 8)")
+    p.add_argument("--bits", type=int, default=8, help="synapse weight bits: 1..8 on Loihi 2, 1..16 on "
+                   "digital45nm (default 8)")
     p.add_argument("--weight-scale", choices=("mse", "max"), default="mse",
                    help="weight step: minimise rounding error (mse, default) or map the largest weight "
                    "to the largest level (max)")
@@ -63,6 +72,16 @@ def _compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", help="input shape C,H,W or N, when a NIR file does not say")
     p.add_argument("--input-levels", type=int, help="input values are integers 0..LEVELS (default: "
                    "from the graph, else 255)")
+    p.add_argument("--max-cores", type=int, help="fail unless the program fits in this many cores")
+    p.add_argument("--chips", type=int, help="fail unless the program fits on this many chips")
+    p.add_argument("--placement-seed", type=int, default=0, help="seed of the placement pass (default 0)")
+    p.add_argument("--calibration", type=int, default=256, help="training samples whose spikes weight the "
+                   "placement (default 256; 0: uniform rates)")
+    p.add_argument("--energy-model", choices=("ops", "spike"), default="ops",
+                   help="45 nm energy: ops = 0.9 pJ x AC + 4.6 pJ x MAC (default); spike = E_spike x spikes "
+                   "+ P_leak x T (constants in targets/data/digital45nm.json)")
+    p.add_argument("--memory", action="store_true", help="add an SRAM weight read to every synaptic operation "
+                   "in the 45 nm energy")
     p.add_argument("--print-passes", action="store_true", help="print the pass pipeline and exit")
     return p
 
@@ -107,6 +126,147 @@ def _sweep_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _train_ann_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snn-compile train-ann", description="Train a ReLU MLP (Flatten, Linear -> "
+                                "ReLU per hidden layer, Linear) and save an ANN checkpoint for `snn-compile "
+                                "convert`. Any nn.Sequential of convertible layers saved with "
+                                "frontends.ann_training.save_ann converts the same way.")
+    p.add_argument("--dataset", default="digits", help="digits (embedded), fmnist or mnist (default digits)")
+    p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
+    p.add_argument("--hidden", default="128", help="comma-separated hidden layer sizes (default 128: the "
+                   "clothing-recognition seed's 784-128-10 on 28x28 images)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-o", "--output", type=Path, default=Path("ann.pt"), help="checkpoint path (default ann.pt)")
+    return p
+
+
+def cmd_train_ann(args) -> int:
+    from frontends.ann_training import AnnTrainOptions, build_mlp, save_ann, train_ann
+    from frontends.datasets import load_dataset
+
+    hidden = _number_list(args.hidden, int, "--hidden")
+    _positive(epochs=args.epochs, batch_size=args.batch_size, hidden=min(hidden, default=1))
+    dataset = load_dataset(args.dataset, args.data_dir)
+    model = build_mlp(dataset.input_shape, dataset.classes, hidden, seed=args.seed)
+    sizes = "-".join(str(s) for s in [int(np.prod(dataset.input_shape)), *hidden, dataset.classes])
+    print(f"training ReLU MLP {sizes} on {dataset.name}: {len(dataset.x_train)} samples, {args.epochs} epochs, "
+          f"seed {args.seed}")
+    metrics = train_ann(model, dataset, AnnTrainOptions(epochs=args.epochs, batch_size=args.batch_size,
+                                                        learning_rate=args.lr, seed=args.seed))
+    save_ann(model, args.output, dataset.name, dataset.input_shape, dataset.levels, metrics)
+    print(f"ANN test accuracy {metrics['test_accuracy']:.4f}; saved {args.output}")
+    return 0
+
+
+def _convert_parser() -> argparse.ArgumentParser:
+    from frontends.conversion import METHODS
+
+    p = argparse.ArgumentParser(prog="snn-compile convert", description="Convert a trained ReLU network into "
+                                "integrate-and-fire neurons and write a NIR graph that names its dataset, steps, "
+                                "dt, reset and input range, so `snn-compile OUT.nir` needs no further options. "
+                                "Which method is exact on which target: docs/conversion.md.")
+    p.add_argument("ann", help="ANN checkpoint (`snn-compile train-ann`, frontends.ann_training.save_ann), or a "
+                   "whole model saved with torch.save(model) together with --unpickle")
+    p.add_argument("-o", "--output", type=Path, help="NIR file to write (default: next to ANN, "
+                   "ANN-METHOD-tSTEPS.nir)")
+    p.add_argument("--method", choices=METHODS, default="qffs", help="qffs (default): fine-tune with activations "
+                   "quantized to STEPS levels, which STEPS time steps represent exactly; max, percentile: plain "
+                   "rate conversion, weights normalised by the largest or the --percentile-th activation")
+    p.add_argument("--steps", type=int, help="time steps T; for qffs also the activation levels (default: "
+                   "the levels of a checkpoint that already has quantized activations)")
+    p.add_argument("--reset", choices=("zero", "subtract"), help="neuron reset. qffs default zero: Loihi's, so "
+                   "the network is exact on every target; subtract is exact on the float reference only. "
+                   "max/percentile default subtract")
+    p.add_argument("--percentile", type=float, default=99.9, help="percentile for --method percentile "
+                   "(default 99.9)")
+    p.add_argument("--calibration", type=int, default=1000, help="training images for the activation "
+                   "statistics (default 1000)")
+    p.add_argument("--finetune-epochs", type=int, default=3, help="qffs on a plain ReLU network: epochs of "
+                   "fine-tuning with quantized activations (default 3)")
+    p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (default 5e-4)")
+    p.add_argument("--dataset", help="dataset for calibration, fine-tuning and evaluation (default: the "
+                   "checkpoint's; required for a torch.save(model) file)")
+    p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
+    p.add_argument("--unpickle", action="store_true", help="accept a model saved with torch.save(model); "
+                   "unpickling runs code from the file, so only for files you trust")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    return p
+
+
+def cmd_convert(args) -> int:
+    from frontends.ann_training import AnnTrainOptions, evaluate_ann, load_ann, qffs_finetune
+    from frontends.conversion import QuantReLU, convert, model_layers, write_nir
+    from frontends.datasets import load_dataset
+
+    _positive(steps=args.steps, calibration=args.calibration)
+    if args.finetune_epochs < 0:
+        raise UserError(f"--finetune-epochs must be 0 or more, got {args.finetune_epochs}")
+    if not 0 < args.percentile <= 100:
+        raise UserError(f"--percentile must be in (0, 100], got {args.percentile}")
+    if args.output and args.output.suffix != ".nir":
+        raise UserError(f"-o {args.output}: the output is a NIR graph, and the compile command knows it by "
+                        "the suffix; name it *.nir")
+    model, meta = load_ann(args.ann, allow_pickle=args.unpickle)
+    model_layers(model)  # refuses unconvertible layers before any training
+    if not (args.dataset or meta["dataset"]):
+        raise UserError(f"{args.ann} does not name its dataset; pass --dataset")
+    finetune = args.method == "qffs" and not any(isinstance(m, QuantReLU) for m in model.modules())
+    if finetune and args.steps is None:
+        raise UserError("--method qffs on a ReLU network needs --steps T, the activation levels to fine-tune to")
+    dataset = load_dataset(args.dataset or meta["dataset"], args.data_dir)
+    trained_on = (tuple(meta["input_shape"]), meta["encoding"]["input_levels"]) if meta["encoding"] else None
+    if trained_on and trained_on != (dataset.input_shape, dataset.levels):
+        raise UserError(f"{args.ann} was trained on inputs of shape {trained_on[0]} in 0..{trained_on[1]}; "
+                        f"{dataset.name} has {dataset.input_shape} in 0..{dataset.levels}")
+    picks = np.random.default_rng(args.seed).choice(len(dataset.x_train), min(args.calibration,
+                                                    len(dataset.x_train)), replace=False)
+    calibration = dataset.x_train[picks] / dataset.levels
+    print(f"ANN test accuracy {evaluate_ann(model, dataset.x_test, dataset.y_test, dataset.levels):.4f}")
+    reset = args.reset
+    if finetune:
+        reset = reset or "zero"
+        model, metrics = qffs_finetune(model, dataset, args.steps, calibration, reset,
+                                       AnnTrainOptions(epochs=args.finetune_epochs, learning_rate=args.lr,
+                                                       seed=args.seed))
+        print(f"quantized ANN ({args.steps} levels, reset {reset}) test accuracy {metrics['test_accuracy']:.4f}")
+    nir_graph = convert(model, calibration, method=args.method, steps=args.steps, input_shape=dataset.input_shape,
+                        input_levels=dataset.levels, reset=reset, percentile=args.percentile, dataset=dataset.name)
+    steps, ann_path = nir_graph.metadata["steps"], Path(args.ann)
+    output = args.output or ann_path.with_name(f"{ann_path.stem}-{args.method}-t{steps}.nir")
+    write_nir(nir_graph, output)
+    print(f"wrote {output}: {args.method}, {steps} steps, reset {nir_graph.metadata['reset']}, "
+          f"dataset {dataset.name}\n"
+          f"next: snn-compile {output} --target loihi2 --bits 8")
+    return 0
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snn-compile serve", description="Run PROGRAM on an emulated board in this "
+                                "process and serve it over a socket (protocol: docs/hil.md); a host drives it "
+                                "with targets.hil.client.Board. Stops on a client's shutdown, SIGTERM or Ctrl-C.")
+    p.add_argument("program", type=Path, help="compiled program (program.h5 from `snn-compile MODEL`)")
+    p.add_argument("--target", default="loihi2", help="board to emulate: loihi2 (the bit-accurate emulator; "
+                   "lava cannot be served: its runner is not step by step)")
+    p.add_argument("--host", default="127.0.0.1", help="TCP address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7421, help="TCP port (default 7421; 0 picks a free one)")
+    p.add_argument("--unix", type=Path, help="listen on this Unix socket path instead of TCP")
+    p.add_argument("--step-period", type=float, default=1e-3, help="seconds of real time per chip step, for the "
+                   "real-time factor in the counters (default 1e-3)")
+    return p
+
+
+def cmd_serve(args) -> int:
+    from targets.hil.server import serve
+
+    if args.step_period <= 0:
+        raise UserError(f"--step-period must be positive, got {args.step_period}")
+    serve(args.program, args.target, args.host, args.port, args.unix, args.step_period)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -118,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(_train_parser().parse_args(argv))
         if command == "sweep":
             return cmd_sweep(_sweep_parser().parse_args(argv))
+        if command == "train-ann":
+            return cmd_train_ann(_train_ann_parser().parse_args(argv))
+        if command == "convert":
+            return cmd_convert(_convert_parser().parse_args(argv))
+        if command == "serve":
+            return cmd_serve(_serve_parser().parse_args(argv))
         return cmd_compile(_compile_parser().parse_args(argv))
     except UserError as exc:
         print(f"snn-compile: error: {exc}", file=sys.stderr)
@@ -204,12 +370,18 @@ def cmd_compile(args) -> int:
 
     if args.target not in TARGETS:
         raise UserError(f"unknown target {args.target!r}; choose one of: {', '.join(TARGETS)}")
-    _positive(samples=args.samples, batch_size=args.batch_size, steps=args.steps)
+    _positive(samples=args.samples, batch_size=args.batch_size, steps=args.steps, max_cores=args.max_cores,
+              chips=args.chips)
+    if args.calibration < 0:
+        raise UserError(f"--calibration must be 0 or more, got {args.calibration}")
     chip = load_chip("loihi2")
-    passes = build_pipeline(chip, args.bits, args.weight_scale)
-    if args.print_passes:
-        print("\n".join(p.describe() for p in passes))
-        return 0
+    digital_only = args.target == "digital45nm" and args.bits > chip.limit("weight_bits_max")
+    if digital_only:
+        from toolchain.passes.quantize import DIGITAL_MAX_BITS
+        if args.bits > DIGITAL_MAX_BITS:
+            raise UserError(f"--bits {args.bits} is out of range: the digital target takes 1..{DIGITAL_MAX_BITS}")
+    else:
+        build_pipeline(chip, args.bits)  # checks the bits before any work
     source = load_model(args.model, ImportOptions(steps=args.steps, dt=args.dt,
                                                   input_shape=_parse_shape(args.input_shape),
                                                   input_levels=args.input_levels))
@@ -222,19 +394,35 @@ def cmd_compile(args) -> int:
                 int(np.prod(dataset.input_shape)) != int(np.prod(source.graph.input_shape)):
             raise UserError(f"dataset {dataset.name} has inputs {dataset.input_shape} but the model expects "
                             f"{source.graph.input_shape}")
+    calibration = None
+    if dataset is not None and args.calibration:
+        calibration = dataset.x_train[:args.calibration].reshape((-1,) + tuple(source.graph.input_shape))
+    passes = build_pipeline(chip, min(args.bits, chip.limit("weight_bits_max")), args.weight_scale, calibration,
+                            args.max_cores, args.chips, args.placement_seed)
+    if args.print_passes:
+        print("\n".join(p.describe() for p in passes))
+        return 0
     out_dir = args.output or source.path.with_name(f"{source.path.stem}-{args.target}-{args.bits}b")
-    program = compile_graph(source.graph, passes)
+    program = None if digital_only else compile_graph(source.graph, passes)
+    target_graph = None
+    if args.target == "digital45nm":
+        from toolchain.passes.quantize import QuantizeOptions, fake_quantize
+        target_graph = fake_quantize(source.graph, QuantizeOptions(args.bits, args.weight_scale))
 
     from toolchain.evaluate import evaluate_and_report
     with _staging(out_dir) as staging:
-        program.save(staging / "program.h5")
+        written = ["model.nir", "report.json", "report.md", "report.html"]
+        if program is not None:
+            program.save(staging / "program.h5")
+            written.insert(0, "program.h5")
         import nir
         nir.write(str(staging / "model.nir"), source.nir_graph)
         report = evaluate_and_report(source, program, args.target, dataset, args.samples, args.batch_size,
-                                     staging)
+                                     staging, chip=chip, bits=args.bits, target_graph=target_graph,
+                                     energy_model=args.energy_model, memory=args.memory)
     from toolchain.report import terminal
     print(terminal(report))
-    print(f"\nwrote {out_dir}/ (program.h5, model.nir, report.json, report.md)")
+    print(f"\nwrote {out_dir}/ ({', '.join(written)})")
     return 0
 
 

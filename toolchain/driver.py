@@ -14,6 +14,8 @@ from toolchain.errors import UserError
 from toolchain.ir import Graph
 from toolchain.nir_import import ImportOptions, graph_from_nir, read_nir_file
 from toolchain.passes import Pass, run_pipeline
+from toolchain.passes.partition import partition
+from toolchain.passes.place import place
 from toolchain.passes.quantize import QuantizeOptions, check_bits, quantize
 from toolchain.program import Program
 
@@ -47,13 +49,29 @@ def load_model(path: str | Path, import_options: ImportOptions | None = None) ->
         info = {"format": "snntorch checkpoint", "arch": meta["config"]["arch"], "config": meta["config"],
                 "trained_metrics": meta.get("metrics", {})}
     graph = graph_from_nir(nir_graph, import_options)
+    dataset = dataset or graph.metadata.get("dataset")  # NIR files may name theirs in the metadata
     return ModelSource(path=path, nir_graph=nir_graph, graph=graph, dataset=dataset, info=info)
 
 
-def build_pipeline(chip, bits: int, weight_scale: str = "mse") -> list[Pass]:
+def build_pipeline(chip, bits: int, weight_scale: str = "mse", calibration=None, max_cores: int | None = None,
+                   chips: int | None = None, seed: int = 0) -> list[Pass]:
+    """quantize -> partition -> place. ``calibration``: input samples whose spikes on the
+    quantized program weight the placement (None: every neuron counts the same)."""
     check_bits(bits, chip)
+
+    def place_by_activity(program, seed, calibration_samples):
+        activity = None
+        if calibration is not None:
+            from targets.loihi2 import run as run_loihi2
+            activity = run_loihi2(program, calibration).activity
+        return place(program, chip, activity, seed=seed)
+
     return [Pass("quantize", lambda graph, **opts: quantize(graph, chip, QuantizeOptions(**opts)),
-                 {"bits": bits, "weight_scale": weight_scale})]
+                 {"bits": bits, "weight_scale": weight_scale}),
+            Pass("partition", lambda program, **opts: partition(program, chip, **opts),
+                 {"max_cores": max_cores, "chips": chips}),
+            Pass("place", place_by_activity,
+                 {"seed": seed, "calibration_samples": 0 if calibration is None else len(calibration)})]
 
 
 def compile_graph(graph: Graph, passes: list[Pass]) -> Program:

@@ -7,19 +7,46 @@ from pathlib import Path
 import numpy as np
 
 from targets.registry import get_target
-from toolchain.report import (classification_metrics, model_size_bits, program_summary, spikes_per_sample,
-                              write_reports)
+from toolchain.ir import Graph
+from toolchain.operations import count_operations, totals
+from toolchain.report import (classification_metrics, model_size_bits, model_size_bits_float, program_summary,
+                              spikes_per_sample, write_reports)
 
 
-def run_target(name: str, source, program, inputs: np.ndarray, batch_size: int):
+def run_target(name: str, program, graph: Graph, inputs: np.ndarray, batch_size: int):
+    """Run ``inputs`` on target ``name``: the integer ``program`` or, for graph targets, ``graph``."""
     target = get_target(name)
-    model = source.graph if target.runs == "graph" else program
+    model = graph if target.runs == "graph" else program
     return target.runner()(model, inputs, batch_size=batch_size, progress=f"{name}")
 
 
+def cost_report(network, result, chip, bits: int, dt: float, energy_model: str = "ops",
+                memory: bool = False) -> dict:
+    """Operations per layer from ``result``'s activity, the 45 nm energy, and the Loihi
+    estimate when ``network`` is a mapped program."""
+    from targets import digital45nm
+
+    operations = count_operations(network, result.activity, result.samples, network.steps)
+    report = {"operations": [o.as_dict() for o in operations], "operation_totals": totals(operations),
+              "digital45nm": digital45nm.energy(operations, bits, network.steps, dt, energy_model, memory)}
+    if getattr(network, "mapping", None) is not None:
+        from targets.loihi2.costs import loihi_costs
+        report["loihi"] = loihi_costs(network, result.activity, result.samples, chip)
+    return report
+
+
 def evaluate_and_report(source, program, target_name: str, dataset, samples: int | None, batch_size: int,
-                        out_dir: Path) -> dict:
+                        out_dir: Path, chip=None, bits: int = 8, target_graph: Graph | None = None,
+                        energy_model: str = "ops", memory: bool = False) -> dict:
+    """Run the test split on the float reference and on the target; report accuracy, activity,
+    operations, energy, latency and the mapping.
+
+    ``program`` may be None when the target runs a graph only (digital
+    weights wider than the chip's 8 bits); ``target_graph`` is what a graph
+    target runs (default: the float graph).
+    """
     graph = source.graph
+    target_graph = target_graph or graph
     meta = graph.metadata
     warnings = []
     if meta.get("reset") == "subtract":
@@ -31,25 +58,40 @@ def evaluate_and_report(source, program, target_name: str, dataset, samples: int
                    "dt": graph.dt, "dt_source": meta.get("dt_source"), "reset": meta.get("reset"),
                    **{k: v for k, v in source.info.items() if k != "format"}},
         "target": target_name,
-        "passes": program.metadata.get("passes", []),
-        "program": {"chip": program.chip, "steps": program.steps, "latency_steps": program.latency,
-                    "input_shape": list(program.input_shape), "input_levels": program.input_levels,
-                    "readout": program.readout, "layers": program_summary(program)},
-        "size": model_size_bits(graph, program),
+        "bits": bits,
         "warnings": warnings,
     }
+    if program is not None:
+        report.update({
+            "passes": program.metadata.get("passes", []),
+            "program": {"chip": program.chip, "steps": program.steps, "latency_steps": program.latency,
+                        "input_shape": list(program.input_shape), "input_levels": program.input_levels,
+                        "readout": program.readout, "layers": program_summary(program)},
+            "size": model_size_bits(graph, program),
+            "mapping": program.mapping.summary(chip) if program.mapping is not None else None})
+    else:
+        float_bits = model_size_bits_float(graph, None)
+        size = model_size_bits_float(graph, bits)
+        report.update({"passes": [f"fake-quantize(bits={bits})"],
+                       "size": {"float_bits": float_bits, "quantized_bits": size, "compression": float_bits / size}})
     if dataset is not None:
         count = len(dataset.x_test) if samples is None else min(samples, len(dataset.x_test))
-        x, y = dataset.x_test[:count].reshape((count,) + tuple(program.input_shape)), dataset.y_test[:count]
-        results = {"float": run_target("reference", source, program, x, batch_size)}
+        x, y = dataset.x_test[:count].reshape((count,) + tuple(graph.input_shape)), dataset.y_test[:count]
+        results = {"float": run_target("reference", program, graph, x, batch_size)}
         if target_name != "reference":
-            results[target_name] = run_target(target_name, source, program, x, batch_size)
+            results[target_name] = run_target(target_name, program, target_graph, x, batch_size)
         predictions = {name: r.predictions() for name, r in results.items()}
         report["accuracy"] = {name: classification_metrics(y, p) for name, p in predictions.items()}
         names = list(predictions)
         report["agreement"] = {f"{a}/{b}": float(np.mean(predictions[a] == predictions[b]))
                                for i, a in enumerate(names) for b in names[i + 1:]}
-        layer_names = [layer.name for layer in program.layers]
+        layer_names = [pop.name for pop in graph.populations]
         report["spikes_per_sample"] = {name: spikes_per_sample(r, layer_names) for name, r in results.items()}
+        target_result = results[target_name if target_name != "reference" else "float"]
+        runs_graph = get_target(target_name).runs == "graph"
+        report["costs"] = cost_report(target_graph if runs_graph else program, target_result, chip, bits, graph.dt,
+                                      energy_model, memory)
+        report["spikes_per_step"] = {layer: (target_result.activity[layer].spikes_per_step
+                                             / target_result.samples).tolist() for layer in layer_names}
     write_reports(report, out_dir)
     return report

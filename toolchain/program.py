@@ -21,8 +21,9 @@ import numpy as np
 
 from toolchain.errors import UserError
 from toolchain.ir import INPUT
+from toolchain.mapping import Mapping
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FORMAT_NAME = "snn-compile-program"
 
 
@@ -127,7 +128,8 @@ class Program:
     payloads; binary spikes when input_levels == 1). Output: ``readout`` says
     whether the class is the output layer's spike count or its membrane
     potential at the last step. The chip answers ``latency`` steps late
-    (one step per synapse connection on the longest path).
+    (one step per synapse connection on the longest path). ``mapping``: where
+    the neurons live on the chip's cores, once partitioned and placed.
     """
 
     chip: str
@@ -139,6 +141,7 @@ class Program:
     output: str
     readout: Literal["spike_count", "membrane"] = "spike_count"
     metadata: dict = field(default_factory=dict)
+    mapping: Mapping | None = None
 
     def __post_init__(self):
         self.input_shape = tuple(int(d) for d in self.input_shape)
@@ -196,6 +199,8 @@ class Program:
                         "source", "target", "weight_bits", "kind", "stride", "padding", "message_bits")})
                     g.create_dataset("weights", data=syn.weights, compression="gzip")
                     g["weight_exp"] = syn.weight_exp
+                if self.mapping is not None:
+                    self.mapping.write(f.create_group("mapping"))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -221,6 +226,7 @@ class Program:
                 synapses = [Synapses(**json.loads(g.attrs["meta"]), weights=g["weights"][()],
                                      weight_exp=g["weight_exp"][()])
                             for _, g in sorted(f.get("synapses", {}).items())]
+                mapping = Mapping.read(f["mapping"]) if "mapping" in f else None
         except OSError:
             raise UserError(f"{path}: not an snn-compile program (not HDF5)") from None
-        return cls(layers=layers, synapses=synapses, **header)
+        return cls(layers=layers, synapses=synapses, mapping=mapping, **header)

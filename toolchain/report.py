@@ -64,13 +64,22 @@ def model_size_bits(graph: Graph, program: Program) -> dict:
     return {"float_bits": int(before), "quantized_bits": int(after), "compression": before / max(after, 1)}
 
 
+def model_size_bits_float(graph: Graph, bits: int | None) -> int:
+    """Storage of a graph with ``bits``-bit weights (None: float32) and float neuron parameters."""
+    weights = sum(c.weight.size for c in graph.connections)
+    neurons = sum(p.size for p in graph.populations)
+    return (bits or FLOAT_BITS) * weights + FLOAT_BITS * 4 * neurons
+
+
 def spikes_per_sample(result, names) -> dict:
     return {name: float(result.activity[name].spike_counts.sum() / result.samples) for name in names}
 
 
 def write_reports(report: dict, out_dir: Path) -> None:
+    """report.json for machines; report.md and report.html (self-contained, offline) for people."""
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable))
     (out_dir / "report.md").write_text(markdown(report))
+    (out_dir / "report.html").write_text(html(report))
 
 
 def _jsonable(value):
@@ -100,22 +109,26 @@ def text_sections(report: dict) -> list[tuple[str, list[str]]]:
     """The report as titled plain-text tables; terminal and markdown share them."""
     sections = []
     src = report["source"]
-    sections.append(("Model", [
+    program = report.get("program")
+    model_lines = [
         f"source: {src['path']} ({src['format']})",
-        f"dataset: {src.get('dataset') or '-'}   steps: {report['program']['steps']}   "
-        f"dt: {src['dt']:g} ({src['dt_source']})   reset: {src['reset']}",
-        f"target: {report['target']}   chip: {report['program']['chip']}   passes: "
-        + " -> ".join(report["passes"]),
-        f"latency: {report['program']['latency_steps']} steps of synaptic delay "
-        "(every connection adds one step)",
-    ] + [f"warning: {w}" for w in report.get("warnings", [])]))
-    rows = [[r["layer"], r["model"], "x".join(map(str, r["shape"])), r["neurons"], r["groups"], r["synapses"],
-             ",".join(map(str, r["weight_exp"]))] for r in report["program"]["layers"]]
-    sections.append(("Program", _table(["layer", "model", "shape", "neurons", "groups", "synapses", "w_exp"], rows)))
+        f"dataset: {src.get('dataset') or '-'}   dt: {src['dt']:g} ({src['dt_source']})   reset: {src['reset']}",
+        f"target: {report['target']}   weight bits: {report['bits']}   passes: " + " -> ".join(report["passes"])]
+    if program:
+        model_lines.append(f"steps: {program['steps']}   latency: {program['latency_steps']} steps of synaptic "
+                           "delay (every connection adds one step)")
+    sections.append(("Model", model_lines + [f"warning: {w}" for w in report.get("warnings", [])]))
+    if program:
+        rows = [[r["layer"], r["model"], "x".join(map(str, r["shape"])), r["neurons"], r["groups"], r["synapses"],
+                 ",".join(map(str, r["weight_exp"]))] for r in program["layers"]]
+        sections.append(("Program", _table(["layer", "model", "shape", "neurons", "groups", "synapses", "w_exp"],
+                                           rows)))
     size = report["size"]
     sections.append(("Model size", [
         f"float: {size['float_bits']} bits   quantized: {size['quantized_bits']} bits   "
         f"compression: {size['compression']:.2f}x"]))
+    if report.get("mapping"):
+        sections.append(("Mapping", mapping_lines(report["mapping"])))
     if "accuracy" in report:
         rows = [[name, m["accuracy"], m["precision"], m["recall"], m["f1"], m["samples"]]
                 for name, m in report["accuracy"].items()]
@@ -128,6 +141,61 @@ def text_sections(report: dict) -> list[tuple[str, list[str]]]:
         layers = list(next(iter(report["spikes_per_sample"].values())))
         rows = [[layer] + [report["spikes_per_sample"][b][layer] for b in backends] for layer in layers]
         sections.append(("Spikes per sample", _table(["layer"] + backends, rows)))
+    if "costs" in report:
+        sections += cost_sections(report["costs"])
+    return sections
+
+
+def mapping_lines(mapping: dict) -> list[str]:
+    traffic = mapping["traffic"]
+    rows = [[r["layer"], r["cores"], r["neurons_max"], r["synapse_memory_bits_max"], r["fan_in_axons_max"],
+             r["fan_out_axons_max"]] for r in mapping["layers"]]
+    return [f"{mapping['cores']} cores on {mapping['chips']} chip(s) ({mapping['boards']} board(s)), "
+            f"mesh {mapping['mesh'][0]}x{mapping['mesh'][1]} per chip, placement {mapping['placement']}",
+            f"spike messages per {traffic['rates']} run: {traffic['within_cores']:.4g} within cores, "
+            f"{traffic['between_cores']:.4g} between cores, {traffic['between_chips']:.4g} between chips; "
+            f"hops mean {traffic['mean_hops']:.2f}, max {traffic['max_hops']}",
+            "per-core utilisation, worst core of each layer (fraction of the limit):"] + _table(
+        ["layer", "cores", "neurons", "synapse mem", "fan-in", "fan-out"], rows)
+
+
+def cost_sections(costs: dict) -> list[tuple[str, list[str]]]:
+    """Per-layer operations and energy, totals, and per-inference figures."""
+    ops = costs["operations"]
+    digital = costs["digital45nm"]
+    loihi = costs.get("loihi")
+    loihi_by_layer = {r["layer"]: r for r in loihi["layers"]} if loihi else {}
+    energy_by_layer = {r["layer"]: r for r in digital["layers"]}
+    headers = ["layer", "ACs", "MACs", "spikes", "neuron updates", "45nm pJ", "share"]
+    if loihi:
+        headers += ["loihi pJ", "share "]
+    rows = []
+    for o in ops:
+        e = energy_by_layer[o["layer"]]
+        row = [o["layer"], o["acs"], o["macs"], o["spikes"], o["neuron_updates"], e["energy_pj"], f"{e['share']:.1%}"]
+        if loihi:
+            row += [loihi_by_layer[o["layer"]]["energy_pj"], f"{loihi_by_layer[o['layer']]['share']:.1%}"]
+        rows.append(row)
+    t = costs["operation_totals"]
+    total = ["total", t["acs"], t["macs"], t["spikes"], t["neuron_updates"], digital["energy_pj"], "100%"]
+    if loihi:
+        total += [loihi["energy_pj"], "100%"]
+    model = {"ops": "0.9 pJ x AC + 4.6 pJ x MAC", "spike": "E_spike x spikes + P_leak x T"}[digital["model"]]
+    lines = _table(headers, rows + [total]) + [
+        f"dense (no sparsity): {t['dense_acs']:.4g} ACs + {t['dense_macs']:.4g} MACs; "
+        f"effective/dense {(t['acs'] + t['macs']) / max(t['dense_acs'] + t['dense_macs'], 1):.3f}",
+        f"45 nm SNN ({model}{', with SRAM weight reads' if digital['memory'] else ''}): "
+        f"{digital['energy_pj'] / 1e3:.4g} nJ per inference",
+        f"45 nm ANN of the same network ({t['ann_macs']:.4g} MACs x 4.6 pJ): {digital['ann_energy_pj'] / 1e3:.4g} nJ; "
+        f"SNN/ANN energy ratio {digital['snn_to_ann']:.3f} ({_times(digital['snn_to_ann'])})"]
+    sections = [("Operations and energy per inference", lines)]
+    if loihi:
+        sections.append(("Loihi 2 latency and energy per inference", [
+            f"{loihi['note']}",
+            f"energy {loihi['energy_pj'] / 1e3:.4g} nJ   step {loihi['step_ns']:.4g} ns (busiest core "
+            f"{loihi['busiest_core_ns']:.4g} + route {loihi['route_ns']:.4g} + barrier {loihi['barrier_ns']:.4g})",
+            f"latency {loihi['latency_s'] * 1e6:.4g} us   throughput {loihi['throughput_per_s']:.4g} inferences/s   "
+            f"energy-delay product {loihi['edp_js']:.4g} J s"]))
     return sections
 
 
@@ -143,6 +211,62 @@ def markdown(report: dict) -> str:
     for title, lines in text_sections(report):
         out += [f"## {title}", "", "```", *lines, "```", ""]
     return "\n".join(out)
+
+
+def _times(ratio: float) -> str:
+    if ratio == 0:
+        return "the SNN did nothing"
+    return f"{1 / ratio:.1f}x less" if ratio < 1 else f"{ratio:.1f}x more"
+
+
+def html(report: dict) -> str:
+    """One offline page: the report's tables and, with costs, plots embedded as inline SVG."""
+    from html import escape
+
+    body = [f"<h1>snn-compile report: {escape(Path(report['source']['path']).name)} on {escape(report['target'])}</h1>"]
+    if "costs" in report:
+        body.append(_cost_plots(report))
+    for title, lines in text_sections(report):
+        body.append(f"<h2>{escape(title)}</h2><pre>{escape(chr(10).join(lines))}</pre>")
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>snn-compile report</title>"
+            "<style>body{font-family:sans-serif;max-width:70em;margin:auto}pre{background:#f6f6f6;padding:.5em;"
+            "overflow-x:auto}</style></head><body>" + "".join(body) + "</body></html>")
+
+
+def _cost_plots(report: dict) -> str:
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    costs = report["costs"]
+    layers = [row["layer"] for row in costs["digital45nm"]["layers"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    x = np.arange(len(layers))
+    series = [("45 nm", [r["energy_pj"] for r in costs["digital45nm"]["layers"]])]
+    if "loihi" in costs:
+        series.append(("Loihi (estimate)", [r["energy_pj"] for r in costs["loihi"]["layers"]]))
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series):
+        left.bar(x + i * width, values, width, label=label)
+    left.set_xticks(x + width * (len(series) - 1) / 2, layers, rotation=30, fontsize=8)
+    left.set_ylabel("pJ per inference")
+    left.set_yscale("log")
+    left.set_title("energy per layer", fontsize=10)
+    left.legend(fontsize=8)
+    for layer, per_step in report["spikes_per_step"].items():
+        right.plot(per_step, label=layer)
+    right.set_xlabel("time step")
+    right.set_ylabel("spikes per inference")
+    right.set_title(f"spikes per layer per time step ({report['target']})", fontsize=10)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg")
+    plt.close(fig)
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]
 
 
 SWEEP_COLUMNS = ["method", "bits", "prune", "accuracy", "drop_points", "precision", "recall", "f1", "size_bits",

@@ -34,11 +34,10 @@ from toolchain.errors import UserError
 from toolchain.finetune import FinetuneOptions, finetune
 from toolchain.ir import INPUT, Graph
 from toolchain.passes.prune import PruneOptions, check_ratio, prune
-from toolchain.passes.quantize import QuantizeOptions, fake_quantize, quantize
-from toolchain.report import classification_metrics, model_size_bits
+from toolchain.passes.quantize import DIGITAL_MAX_BITS, QuantizeOptions, fake_quantize, quantize
+from toolchain.report import classification_metrics, model_size_bits, model_size_bits_float
 
 LOIHI_MAX_BITS = 8
-DIGITAL_MAX_BITS = 16
 
 
 @dataclass(frozen=True)
@@ -129,12 +128,6 @@ def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, rati
     row["spikes_per_sample"] = float(sum(a.spike_counts.sum() for k, a in result.activity.items() if k != INPUT)
                                      / result.samples)
     return row
-
-
-def model_size_bits_float(graph: Graph, bits: int | None) -> int:
-    weights = sum(c.weight.size for c in graph.connections)
-    neurons = sum(p.size for p in graph.populations)
-    return (bits or 32) * weights + 32 * 4 * neurons
 
 
 def _validation_accuracy(graph, chip, bits, options, rates, data) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.errors import UserError
@@ -16,15 +16,22 @@ class ChipSpec:
     """A chip's limits, read from ``targets/chips/<name>.json``.
 
     Each entry there is ``{"value": ..., "source": "..."}`` so a report can
-    say where a number comes from.
+    say where a number comes from. ``costs``: per-operation energy and time.
     """
 
     name: str
     description: str
     limits: dict
+    costs: dict = field(default_factory=dict)
 
     def limit(self, key: str):
         return self.limits[key]["value"]
+
+    def cost(self, key: str) -> float:
+        """Per-operation energy (pJ) or time (ns) for the chip's cost model."""
+        if key not in self.costs:
+            raise UserError(f"chip {self.name}: its spec has no cost figure {key!r}")
+        return float(self.costs[key]["value"])
 
     def source(self, key: str) -> str:
         return self.limits[key]["source"]
@@ -40,6 +47,7 @@ def load_chip(name: str) -> ChipSpec:
         raise UserError(f"unknown chip {name!r}; known chips: {', '.join(available_chips())}")
     try:
         data = json.loads(path.read_text())
-        return ChipSpec(name=data["name"], description=data["description"], limits=data["limits"])
+        return ChipSpec(name=data["name"], description=data["description"], limits=data["limits"],
+                        costs=data.get("costs", {}))
     except (json.JSONDecodeError, KeyError) as exc:
         raise UserError(f"{path}: malformed chip spec ({exc})") from None

@@ -31,6 +31,8 @@ BIAS_MANT_MAX = 4095
 BIAS_EXP_MAX = 7
 BIAS_MAX = BIAS_MANT_MAX * 2**BIAS_EXP_MAX
 STATE_MAX = 2**23 - 1
+DIGITAL_MAX_BITS = 16
+"""Widest weights the generic digital target (``fake_quantize``) takes."""
 
 
 @dataclass(frozen=True)
@@ -191,8 +193,9 @@ def choose_weight_step(w: np.ndarray, qmax: int, method: str, importance: np.nda
 def fake_quantize(graph: Graph, options: QuantizeOptions, rates=None) -> Graph:
     """The graph with weights snapped to a symmetric ``bits``-bit grid, still in float:
     what a generic digital accelerator with k-bit weights computes (any k in 1..16)."""
-    if not 1 <= options.bits <= 16:
-        raise UserError(f"--bits {options.bits} is out of range: the digital target takes 1..16 bit weights")
+    if not 1 <= options.bits <= DIGITAL_MAX_BITS:
+        raise UserError(f"--bits {options.bits} is out of range: the digital target takes 1..{DIGITAL_MAX_BITS} "
+                        "bit weights")
     graph = correct_bias(graph, options, rates) if options.bias_correction else graph
     qmax = max(2 ** (options.bits - 1) - 1, 1)
     connections = []
