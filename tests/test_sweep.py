@@ -41,6 +41,10 @@ def test_sweep_has_every_requested_row(mlp, digits, loihi2):
     by = {(r["method"], r["bits"], r["prune"]): r for r in rows}
     assert by[("best", 4, 0.2)]["neurons"] < by[("best", 4, 0.0)]["neurons"]
     assert by[("baseline", 4, 0.0)]["size_bits"] < by[("baseline", 8, 0.0)]["size_bits"]
+    assert all(row["energy_45nm_nj"] > 0 for row in rows)
+    assert all(row["loihi_latency_us"] > 0 for row in rows if row["bits"] <= 8)
+    # structured pruning removes neurons, so the chip spends less on them
+    assert by[("best", 4, 0.2)]["loihi_energy_nj"] < by[("best", 4, 0.0)]["loihi_energy_nj"]
 
 
 def test_sweep_reproduces_the_float_model_at_16_bits(mlp, digits, loihi2):

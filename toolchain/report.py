@@ -275,7 +275,7 @@ SWEEP_COLUMNS = ["method", "bits", "prune", "accuracy", "drop_points", "precisio
 
 def sweep_table(rows: list[dict]) -> str:
     columns = [c for c in SWEEP_COLUMNS if any(c in r for r in rows)]
-    columns += [c for c in rows[0] if c.startswith("energy") or c.startswith("loihi")]
+    columns += [c for c in dict.fromkeys(k for r in rows for k in r) if c.startswith(("energy", "ann_", "loihi"))]
     return "\n".join(_table(columns, [[r.get(c, "") for c in columns] for r in rows]))
 
 
@@ -302,7 +302,7 @@ def _sweep_plots(rows: list[dict], out_dir: Path) -> None:
     panels = [("bits", "accuracy", lambda r: r["prune"] == 0 and r["bits"] != 32, "accuracy vs weight bits"),
               ("bits", "size_bits", lambda r: r["prune"] == 0 and r["bits"] != 32, "model size vs weight bits"),
               ("prune", "accuracy", lambda r: r["bits"] == 32, "accuracy vs pruning ratio (float weights)")]
-    energy_key = next((k for k in rows[0] if k.startswith("energy")), None)
+    energy_key = next((k for k in rows[0] if k.startswith("energy")), None)  # the 45 nm energy, every row has it
     if energy_key:
         panels.append(("prune", energy_key, lambda r: r["bits"] == 32, "energy vs pruning ratio"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6))

@@ -33,6 +33,8 @@ from targets.loihi2 import run as run_loihi2
 from toolchain.errors import UserError
 from toolchain.finetune import FinetuneOptions, finetune
 from toolchain.ir import INPUT, Graph
+from toolchain.evaluate import cost_report
+from toolchain.passes.partition import partition
 from toolchain.passes.prune import PruneOptions, check_ratio, prune
 from toolchain.passes.quantize import DIGITAL_MAX_BITS, QuantizeOptions, fake_quantize, quantize
 from toolchain.report import classification_metrics, model_size_bits, model_size_bits_float
@@ -127,7 +129,20 @@ def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, rati
         row.update(size_bits=int(model_size_bits_float(pruned, bits)))
     row["spikes_per_sample"] = float(sum(a.spike_counts.sum() for k, a in result.activity.items() if k != INPUT)
                                      / result.samples)
+    row.update(_costs(program, pruned, result, chip, bits))
     return row
+
+
+def _costs(program, graph: Graph, result, chip, bits: int | None) -> dict:
+    """45 nm energy for every row; the Loihi estimate where the row ran on the chip."""
+    network = partition(program, chip) if program is not None else graph
+    costs = cost_report(network, result, chip, bits or 32, graph.dt)
+    out = {"energy_45nm_nj": costs["digital45nm"]["energy_pj"] / 1e3,
+           "ann_45nm_nj": costs["digital45nm"]["ann_energy_pj"] / 1e3}
+    if "loihi" in costs:
+        out.update(loihi_energy_nj=costs["loihi"]["energy_pj"] / 1e3,
+                   loihi_latency_us=costs["loihi"]["latency_s"] * 1e6, loihi_cores=costs["loihi"]["cores"])
+    return out
 
 
 def _validation_accuracy(graph, chip, bits, options, rates, data) -> float:
