@@ -9,7 +9,7 @@ from targets import reference
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, Connection, Graph, Population
 from toolchain.passes.quantize import QuantizeOptions, fake_quantize, quantize
-from toolchain.sweep import check_settings, run_sweep, split_data
+from toolchain.sweep import check_settings, run_sweep, split_data, sweep_settings
 
 
 def test_per_channel_beats_per_tensor_on_uneven_channel_ranges(loihi2):
@@ -45,6 +45,14 @@ def test_sweep_has_every_requested_row(mlp, digits, loihi2):
     assert all(row["loihi_latency_us"] > 0 for row in rows if row["bits"] <= 8)
     # structured pruning removes neurons, so the chip spends less on them
     assert by[("best", 4, 0.2)]["loihi_energy_nj"] < by[("best", 4, 0.0)]["loihi_energy_nj"]
+
+
+def test_axes_grid_is_the_seeds_study():
+    settings = sweep_settings([8, 4], [0.1, 0.3], ("baseline",), grid="axes")
+    assert settings == [(None, 0.0, "baseline"), (8, 0.0, "baseline"), (4, 0.0, "baseline"),
+                        (None, 0.1, "baseline"), (None, 0.3, "baseline")]
+    with pytest.raises(UserError, match="--grid 'diagonal'"):
+        sweep_settings([8], [0.1], ("baseline",), grid="diagonal")
 
 
 def test_sweep_reproduces_the_float_model_at_16_bits(mlp, digits, loihi2):

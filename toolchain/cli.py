@@ -122,6 +122,11 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="also fine-tune each setting for N epochs "
                    "(quantization-aware, straight-through estimator) and report it as method 'finetuned'")
+    p.add_argument("--finetune-samples", type=int, help="fine-tune on a random subset of N training samples "
+                   "(default: all)")
+    p.add_argument("--grid", choices=("cross", "axes"), default="cross", help="cross: every bits value at "
+                   "every ratio (default); axes: bits unpruned and ratios with float weights, as the "
+                   "quantization seed's study")
     p.add_argument("--steps", type=int, help="time steps, when a NIR file does not say")
     return p
 
@@ -335,12 +340,13 @@ def cmd_sweep(args) -> int:
     dataset_name = args.dataset or source.dataset
     if not dataset_name:
         raise UserError("a NIR model needs --dataset to sweep on")
+    _positive(finetune_samples=args.finetune_samples)
     data = split_data(load_dataset(dataset_name, args.data_dir), calibration=args.calibration,
-                      test_samples=args.samples)
+                      test_samples=args.samples, train_samples=args.finetune_samples)
     if args.finetune_epochs < 0:
         raise UserError(f"--finetune-epochs must be 0 or more, got {args.finetune_epochs}")
     rows = run_sweep(source.graph, load_chip("loihi2"), data, bits, ratios, methods, workers=args.workers,
-                     finetune_epochs=args.finetune_epochs)
+                     finetune_epochs=args.finetune_epochs, grid=args.grid)
     out_dir = args.output or source.path.with_name(f"{source.path.stem}-sweep")
     with _staging(out_dir) as staging:
         write_sweep(rows, staging)

@@ -56,12 +56,15 @@ class SweepData:
 
 
 def split_data(dataset, calibration: int = 512, validation: int = 512, seed: int = 0,
-               test_samples: int | None = None) -> SweepData:
+               test_samples: int | None = None, train_samples: int | None = None) -> SweepData:
+    """Calibration and validation subsets of the training split; ``train_samples``: a random
+    subset for fine-tuning (default: the whole training split)."""
     order = np.random.default_rng(seed).permutation(len(dataset.x_train))
     cal, val = order[:calibration], order[calibration:calibration + validation]
     n = len(dataset.x_test) if test_samples is None else min(test_samples, len(dataset.x_test))
+    train = np.sort(order[:train_samples]) if train_samples else np.arange(len(dataset.x_train))
     return SweepData(dataset.x_train[cal], dataset.x_train[val], dataset.y_train[val], dataset.x_test[:n],
-                     dataset.y_test[:n], dataset.x_train, dataset.y_train)
+                     dataset.y_test[:n], dataset.x_train[train], dataset.y_train[train])
 
 
 def check_settings(bits: list[int], ratios: list[float]) -> None:
@@ -165,16 +168,34 @@ def _pruned(graph: Graph, ratio: float, method: str, rates, data: SweepData):
     return candidates[name], name
 
 
+GRIDS = ("cross", "axes")
+
+
+def sweep_settings(bits: list[int], ratios: list[float], methods, grid: str = "cross") -> list[tuple]:
+    """(bits or None for float, ratio, method) per row, the float model first.
+
+    ``cross``: every bits value at every ratio (and unpruned), plus every
+    ratio with float weights. ``axes``: the seed's study: every bits value
+    unpruned, every ratio with float weights.
+    """
+    if grid not in GRIDS:
+        raise UserError(f"--grid {grid!r}: choose one of {', '.join(GRIDS)}")
+    pruned = [r for r in ratios if r > 0]
+    per_bits = [0.0] + pruned if grid == "cross" else [0.0]
+    settings = [(None, 0.0, "baseline")]
+    settings += [(b, r, m) for m in methods for b in bits for r in per_bits]
+    settings += [(None, r, m) for m in methods if m != "finetuned" for r in pruned]
+    return settings
+
+
 def run_sweep(graph: Graph, chip, data: SweepData, bits: list[int], ratios: list[float],
               methods=("baseline", "best"), workers: int | None = None, progress: bool = True,
-              finetune_epochs: int = 0) -> list[dict]:
-    """Rows for the float model, every bits value unpruned, and every ratio at every bits value."""
+              finetune_epochs: int = 0, grid: str = "cross") -> list[dict]:
+    """One row per setting of ``sweep_settings``, evaluated in parallel processes."""
     check_settings(bits, ratios)
     if finetune_epochs > 0 and "finetuned" not in methods:
         methods = tuple(methods) + ("finetuned",)
-    settings = [(None, 0.0, "baseline")]
-    settings += [(b, r, m) for m in methods for b in bits for r in [0.0] + [r for r in ratios if r > 0]]
-    settings += [(None, r, m) for m in methods if m != "finetuned" for r in ratios if r > 0]
+    settings = sweep_settings(bits, ratios, methods, grid)
     workers = workers or min(len(settings), os.cpu_count() or 1)
     from tqdm import tqdm
     with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
