@@ -20,8 +20,10 @@ FORMAT_NAME = "snn-compile-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(model: SpikingNetwork, path: str | Path, dataset: str, levels: int,
-                    metrics: dict | None = None, dt: float = 1e-4) -> Path:
+def save_checkpoint(model: SpikingNetwork, path: str | Path, dataset: str | None, levels: int,
+                    metrics: dict | None = None, dt: float = 1e-4, coding: dict | None = None) -> Path:
+    """``coding``: the host-side encoder and decoder (``{"encoder": ..., "decoder": ...}``) when the
+    input is not the dataset's values fed directly; it travels on into the NIR graph and the program."""
     path = Path(path)
     payload = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION,
@@ -30,6 +32,7 @@ def save_checkpoint(model: SpikingNetwork, path: str | Path, dataset: str, level
         "neurons": {"model": "Leaky", "beta": model.config["beta"], "threshold": model.config["threshold"],
                     "reset": "zero", "reset_delay": False},
         "encoding": {"kind": "direct", "input_levels": levels},
+        "coding": coding,
         "dataset": dataset, "metrics": metrics or {},
         "state_dict": model.state_dict(),
     }

@@ -21,6 +21,7 @@ def test_loihi2_mse_within_ten_percent_of_float(encoder, decoder):
     assert row["mse_float"] < 0.15, row
     assert row["mse_loihi2"] <= 1.10 * row["mse_float"], row
     assert row["latency_steps"] == 16 + 2
+    assert row["energy_45nm_nj"] > 0 and row["ann_45nm_nj"] > 0 and row["loihi_nj"] > 0
 
 
 def test_unknown_task():

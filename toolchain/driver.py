@@ -44,7 +44,7 @@ def load_model(path: str | Path, import_options: ImportOptions | None = None) ->
 
         model, meta = load_checkpoint(path)
         levels = meta["encoding"]["input_levels"]
-        nir_graph = to_nir(model, input_levels=levels, dt=meta["dt"])
+        nir_graph = to_nir(model, input_levels=levels, dt=meta["dt"], coding=meta.get("coding"))
         dataset = meta["dataset"]
         info = {"format": "snntorch checkpoint", "arch": meta["config"]["arch"], "config": meta["config"],
                 "trained_metrics": meta.get("metrics", {})}
