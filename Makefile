@@ -29,11 +29,15 @@ demo: setup
 	$(BIN)/snn-compile train --dataset digits --arch csnn -o $(RUNS)/csnn.pt
 	$(BIN)/snn-compile $(RUNS)/csnn.pt --target loihi2 --bits 8
 
+# The Lava tests run when a Python 3.10 lets the Lava environment be created; otherwise they skip.
 test: setup
+	$(BIN)/python -m targets.lava.environment --if-available
 	$(BIN)/python -m pytest
 
 bench: setup
 	$(BIN)/python bench/bench_emulator.py
+	$(BIN)/python -m targets.lava.environment --if-available
+	$(BIN)/python bench/bench_lava.py
 
 clean:
 	rm -rf $(VENV) .lava-venv runs

@@ -7,8 +7,6 @@ snnTorch model, and their ratio (median of repeated runs).
 
 from __future__ import annotations
 
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -23,6 +21,7 @@ from targets.chips import load_chip
 from targets.loihi2 import run
 from toolchain.nir_import import graph_from_nir
 from toolchain.passes.quantize import QuantizeOptions, quantize
+from timing import median_seconds
 
 REPEATS = 5
 SAMPLES = 512
@@ -42,16 +41,6 @@ def synaptic_events(program, result) -> float:
     return total
 
 
-def median_seconds(fn, repeats=REPEATS) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main():
     torch.manual_seed(0)
     digits = load_dataset("digits")
@@ -67,13 +56,13 @@ def main():
         float_x = torch.as_tensor(x, dtype=torch.float32) / digits.levels
         for batch in (1, 256):
             n = 64 if batch == 1 else SAMPLES
-            emu = median_seconds(lambda: run(program, x[:n], batch_size=batch))
+            emu = median_seconds(lambda: run(program, x[:n], batch_size=batch), REPEATS)
 
             @torch.no_grad()
             def snntorch_forward():
                 for start in range(0, n, batch):
                     model(float_x[start:start + batch])
-            ref = median_seconds(snntorch_forward)
+            ref = median_seconds(snntorch_forward, REPEATS)
             print(f"{arch:6} {batch:>5} {n / emu:>19.1f} {events / SAMPLES * n / emu:>10.3g} {n / ref:>19.1f} "
                   f"{ref / emu:>6.2f}")
 

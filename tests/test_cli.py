@@ -106,3 +106,19 @@ def test_unknown_target(checkpoint):
 def test_dataset_directory_without_files(checkpoint, tmp_path):
     assert_user_error(snn_compile(checkpoint, "--dataset", "fmnist", "--data-dir", tmp_path),
                       "not found", "dataset-fashion-mnist")
+
+
+def test_compare_prints_accuracy_and_agreement_per_backend(checkpoint):
+    proc = snn_compile("compare", checkpoint, "--targets", "reference,loihi2", "--samples", "100")
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line.startswith(("reference", "loihi2")))
+    assert float(lines["reference"]) >= 0.9 and float(lines["loihi2"]) >= 0.9
+    agreement = next(line for line in proc.stdout.splitlines() if line.startswith("reference/loihi2"))
+    assert float(agreement.split()[1]) >= 0.95
+    assert "bit-exact" not in proc.stdout  # only printed when both bit-accurate backends ran
+
+
+def test_compare_refuses_unknown_and_repeated_targets(checkpoint):
+    assert_user_error(snn_compile("compare", checkpoint, "--targets", "loihi2,truenorth"), "unknown target",
+                      "'truenorth'")
+    assert_user_error(snn_compile("compare", checkpoint, "--targets", "loihi2,loihi2"), "name each target once")

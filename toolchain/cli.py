@@ -17,7 +17,7 @@ from toolchain.errors import UserError
 from toolchain.nir_import import ImportOptions
 
 from targets.registry import TARGETS
-COMMANDS = ("compile", "train", "sweep", "train-ann", "convert", "serve")
+COMMANDS = ("compile", "train", "sweep", "train-ann", "convert", "serve", "compare", "lava")
 
 DESCRIPTION = """\
 Compile a spiking neural network for a neuromorphic chip, run it bit-accurately, and report
@@ -30,9 +30,13 @@ commands:
   snn-compile sweep MODEL [options]   accuracy, size and cost across weight bits x pruning ratios
   snn-compile train-ann [options]     train a ReLU network (an ANN) to convert
   snn-compile convert ANN [options]   convert a ReLU network into a spiking one, as a NIR graph
+                                      that `snn-compile OUT.nir` compiles without further options
   snn-compile serve PROGRAM [options] run a compiled program.h5 as an emulated board that a host
                                       drives over a socket (hardware in the loop)
-                                      that `snn-compile OUT.nir` compiles without further options
+
+  snn-compile compare MODEL [options] accuracy per backend, label agreement, and spike-exact
+                                      agreement of the loihi2 emulator with Lava (exit 1 if they differ)
+  snn-compile lava setup              create the Lava environment (lava-nc 0.10.0, needs Python 3.10)
 
 Run `snn-compile COMMAND --help` for the options of each command.
 
@@ -44,6 +48,7 @@ examples:
   snn-compile train-ann --dataset fmnist -o ann.pt
   snn-compile convert ann.pt --method qffs --steps 8 -o snn.nir && snn-compile snn.nir --bits 8
   snn-compile serve model-loihi2-8b/program.h5 --port 7421
+  snn-compile compare model.pt --targets reference,loihi2,lava --bits 8 --samples 200
 """
 
 
@@ -153,7 +158,9 @@ def cmd_train_ann(args) -> int:
     from frontends.datasets import load_dataset
 
     hidden = _number_list(args.hidden, int, "--hidden")
-    _positive(epochs=args.epochs, batch_size=args.batch_size, hidden=min(hidden, default=1))
+    _positive(epochs=args.epochs, batch_size=args.batch_size)
+    if any(size < 1 for size in hidden):
+        raise UserError(f"--hidden {args.hidden!r}: layer sizes must be at least 1")
     dataset = load_dataset(args.dataset, args.data_dir)
     model = build_mlp(dataset.input_shape, dataset.classes, hidden, seed=args.seed)
     sizes = "-".join(str(s) for s in [int(np.prod(dataset.input_shape)), *hidden, dataset.classes])
@@ -189,9 +196,9 @@ def _convert_parser() -> argparse.ArgumentParser:
                    "(default 99.9)")
     p.add_argument("--calibration", type=int, default=1000, help="training images for the activation "
                    "statistics (default 1000)")
-    p.add_argument("--finetune-epochs", type=int, default=3, help="qffs on a plain ReLU network: epochs of "
-                   "fine-tuning with quantized activations (default 3)")
-    p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (default 5e-4)")
+    p.add_argument("--finetune-epochs", type=int, default=10, help="qffs on a plain ReLU network: epochs of "
+                   "fine-tuning with quantized activations (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning peak learning rate (default 1e-3)")
     p.add_argument("--dataset", help="dataset for calibration, fine-tuning and evaluation (default: the "
                    "checkpoint's; required for a torch.save(model) file)")
     p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
@@ -272,6 +279,66 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snn-compile compare", description="Compile MODEL, run the same test samples "
+                                "on several backends and print one table: accuracy per backend, agreement of "
+                                "predicted labels between each pair, and whether the loihi2 emulator and Lava "
+                                "agree on every spike, u and v (with the first divergence). Exit status 1 when "
+                                "loihi2 and lava differ.")
+    p.add_argument("model", help="snn-compile checkpoint (.pt) or NIR graph (.nir)")
+    p.add_argument("--targets", default="reference,loihi2,lava", help="comma-separated backends "
+                   f"({', '.join(TARGETS)}; default reference,loihi2,lava)")
+    p.add_argument("--bits", type=int, default=8, help="synapse weight bits, 1..8 (default 8)")
+    p.add_argument("--weight-scale", choices=("mse", "max"), default="mse", help="weight step (default mse)")
+    p.add_argument("--samples", type=int, default=256, help="first N test samples (default 256)")
+    p.add_argument("--batch-size", type=int, default=256, help="samples run at once (default 256)")
+    p.add_argument("--dataset", help="dataset (default: the one the checkpoint names)")
+    p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
+    p.add_argument("--steps", type=int, help="time steps, when a NIR file does not say")
+    return p
+
+
+def cmd_compare(args) -> int:
+    from frontends.datasets import load_dataset
+    from targets.chips import load_chip
+    from toolchain.compare import compare, table
+    from toolchain.driver import build_pipeline, compile_graph, load_model
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise UserError(f"unknown target {unknown[0]!r}; choose from: {', '.join(TARGETS)}")
+    _positive(samples=args.samples, batch_size=args.batch_size, steps=args.steps)
+    passes = build_pipeline(load_chip("loihi2"), args.bits, args.weight_scale)
+    source = load_model(args.model, ImportOptions(steps=args.steps))
+    dataset_name = args.dataset or source.dataset
+    if not dataset_name:
+        raise UserError("a NIR model needs --dataset to compare on")
+    dataset = load_dataset(dataset_name, args.data_dir)
+    program = compile_graph(source.graph, passes)
+    count = min(args.samples, len(dataset.x_test))
+    x = dataset.x_test[:count].reshape((count,) + tuple(program.input_shape))
+    result = compare(source, program, x, dataset.y_test[:count], targets, args.batch_size)
+    print(table(result))
+    exact = result.get("exact")
+    return 1 if exact is not None and not exact["equal"] else 0
+
+
+def _lava_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snn-compile lava", description="Manage the Lava environment: lava-nc 0.10.0 "
+                                "in its own Python 3.10 virtual environment (SNN_LAVA_VENV, default .lava-venv "
+                                "in the repository; the interpreter from SNN_LAVA_PYTHON, PATH or pyenv).")
+    p.add_argument("action", choices=("setup",), help="setup: create the environment if it is not complete")
+    return p
+
+
+def cmd_lava(args) -> int:
+    from targets.lava.environment import create
+
+    create()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -289,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_convert(_convert_parser().parse_args(argv))
         if command == "serve":
             return cmd_serve(_serve_parser().parse_args(argv))
+        if command == "compare":
+            return cmd_compare(_compare_parser().parse_args(argv))
+        if command == "lava":
+            return cmd_lava(_lava_parser().parse_args(argv))
         return cmd_compile(_compile_parser().parse_args(argv))
     except UserError as exc:
         print(f"snn-compile: error: {exc}", file=sys.stderr)

@@ -38,11 +38,33 @@ def wrap_int32(x: torch.Tensor) -> torch.Tensor:
     return ((x + 2**31) & (2**32 - 1)) - 2**31
 
 
+def neuron_weight_exp(syn: Synapses, layer: Layer) -> np.ndarray:
+    """The weight exponent of every target neuron (conv programs may store one per channel)."""
+    exp = syn.weight_exp
+    return exp if exp.size == layer.size else np.repeat(exp, layer.size // exp.size)
+
+
+def process_groups(program: Program, layer: Layer) -> list[np.ndarray]:
+    """Neurons that can share one Lava LIF process and one Dense per incoming synapse.
+
+    A Lava LIF process has one du, dv and vth and a Dense one weight
+    exponent, so a neuron group whose neurons differ in the exponent of some
+    incoming synapse is split by it.
+    """
+    exps = [neuron_weight_exp(syn, layer) for syn in program.incoming(layer.name)]
+    processes = []
+    for rows in layer.groups():
+        keys = np.stack([e[rows] for e in exps], axis=1) if exps else np.zeros((len(rows), 1))
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        processes += [rows[inverse.reshape(-1) == k] for k in np.argsort(first)]
+    return processes
+
+
 def lava_weights(syn: Synapses, rows_of_groups: list[np.ndarray], shape) -> np.ndarray:
     """The weights a Lava Dense/Conv process holds after its clip and truncation.
 
-    Lava picks a sign mode per process (one process per neuron group), clips
-    to 8 bits and floors away the low bits for ``weight_bits``.
+    Lava picks a sign mode per process (see ``process_groups``), clips to 8
+    bits and floors away the low bits for ``weight_bits``.
     """
     w = syn.weights.astype(np.int64).copy()
     for rows in rows_of_groups:
@@ -65,7 +87,7 @@ class _CompiledLayer:
 
     def __init__(self, program: Program, layer: Layer):
         self.layer = layer
-        groups = layer.groups()
+        groups = process_groups(program, layer)
         self.du = torch.as_tensor(layer.du, dtype=torch.int64)
         self.dv = torch.as_tensor(layer.dv, dtype=torch.int64)
         self.vth = torch.as_tensor(layer.vth, dtype=torch.int64) << 6
