@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from frontends.datasets import load_dataset
 from frontends.nir_export import to_nir
@@ -36,3 +37,12 @@ def mlp(digits):
 def csnn(digits):
     """(snnTorch model, float graph) of the digits CSNN."""
     return _trained(digits, "csnn", epochs=15)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of small tensors: extra torch threads only spin and crawl on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

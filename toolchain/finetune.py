@@ -80,7 +80,15 @@ class _TrainableGraph(torch.nn.Module):
     def snapped(self, index: int) -> torch.Tensor:
         return _fake_quantize(self.weights[index] * self.masks[index], self.steps[index], self.qmax)
 
-    def forward(self, x_int: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_int: torch.Tensor, chip_spikes: dict[str, torch.Tensor] | None = None,
+                chip_readout: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the float imitation of the chip.
+
+        With ``chip_spikes`` (per layer, (samples, steps, neurons) as a chip fired
+        them) and ``chip_readout`` (the chip's answer), every spike and the output
+        take the chip's value and keep the float model's gradient (straight-through);
+        ``toolchain.chip_in_loop`` trains this way."""
+        chip_spikes = chip_spikes or {}
         g, steps, b = self.graph, self.graph.steps, len(x_int)
         x = (x_int.float() / g.input_levels).reshape(b, -1)
         acts = {INPUT: x.unsqueeze(1).expand(b, steps, x.shape[1]).reshape(b * steps, -1)}
@@ -99,6 +107,7 @@ class _TrainableGraph(torch.nn.Module):
                     drive = drive + accumulate(conn.kind, w, acts[conn.source], g.shape_of(conn.source),
                                                conn.stride, conn.padding)
             drive = drive.reshape(b, steps, pop.size)
+            chip = chip_spikes.get(pop.name)
             i = v = torch.zeros(b, pop.size)
             spikes = []
             for t in range(steps):
@@ -111,13 +120,15 @@ class _TrainableGraph(torch.nn.Module):
                 v = beta * v + i + self.biases[p_index]
                 if pop.spiking:
                     s = _Spike.apply(v - theta)
+                    if chip is not None:
+                        s = s + (chip[:, t] - s).detach()
                     v = v - s.detach() * (v if pop.reset == "zero" else theta)
                     spikes.append(s)
             if pop.spiking:
                 acts[pop.name] = torch.stack(spikes, dim=1).reshape(b * steps, pop.size)
             if pop.name == g.output:
                 out = acts[pop.name].reshape(b, steps, -1).sum(1) if pop.spiking else v
-        return out
+        return out if chip_readout is None else out + (chip_readout - out).detach()
 
     def to_graph(self) -> Graph:
         connections = [replace(c, weight=self.snapped(i).detach().double().numpy())

@@ -82,3 +82,21 @@ def loihi_costs(program: Program, activity: dict, samples: int, chip) -> dict:
             "latency_s": latency_s, "throughput_per_s": 1.0 / (steps * step_ns * 1e-9),
             "edp_js": energy_pj * 1e-12 * latency_s, "cores": len(mapping.cores), "chips": mapping.chips_used,
             "layers": layers}
+
+
+def counter_energy(chip):
+    """A stepping chip's counters -> joules, with the per-operation figures ``loihi_costs`` uses.
+
+    The counters know operations and spikes but not routes, so every spike
+    message is priced within its tile (no hops): a lower bound on message
+    energy, which ``loihi_costs`` prices in full for a mapped program.
+    """
+    synaptic, tile = chip.cost("synaptic_op_pj"), chip.cost("spike_in_tile_pj")
+    active, inactive = chip.cost("neuron_update_active_pj"), chip.cost("neuron_update_inactive_pj")
+
+    def energy(counters: dict) -> float:
+        ops = counters["synaptic_ops"] + counters["input_ops"]
+        spikes = counters["spikes"]
+        return 1e-12 * (ops * synaptic + spikes * (active + tile) + (counters["neuron_updates"] - spikes) * inactive)
+
+    return energy
