@@ -7,14 +7,13 @@ of time steps, so the compiler needs no other file or option.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from frontends.models import SpikingNetwork
 from toolchain.errors import UserError
+from toolchain.files import atomic_path
 
 FORMAT_NAME = "snn-compile-checkpoint"
 FORMAT_VERSION = 1
@@ -36,15 +35,8 @@ def save_checkpoint(model: SpikingNetwork, path: str | Path, dataset: str | None
         "dataset": dataset, "metrics": metrics or {},
         "state_dict": model.state_dict(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -31,39 +31,48 @@ def train(dataset: Dataset, options: TrainOptions) -> tuple[SpikingNetwork, dict
     config = default_config(options.arch, dataset.input_shape, dataset.classes)
     model = SpikingNetwork(config, dataset.input_shape, dataset.classes, options.steps)
     x = torch.as_tensor(dataset.x_train, dtype=torch.float32) / dataset.levels
-    y = torch.as_tensor(dataset.y_train)
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
-    batches = (len(x) + options.batch_size - 1) // options.batch_size
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.learning_rate,
-                                                   total_steps=options.epochs * batches)
+    train_accuracy = fit(model, x, torch.as_tensor(dataset.y_train), options.epochs, options.batch_size,
+                         options.learning_rate, options.seed, options.progress)
+    test_accuracy = evaluate(model, dataset.x_test, dataset.y_test, dataset.levels)
+    return model, {"train_accuracy": train_accuracy, "test_accuracy": test_accuracy,
+                   "epochs": options.epochs, "seed": options.seed}
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, learning_rate: float,
+        seed: int, progress: bool, desc: str = "training") -> float:
+    """Train in place on cross entropy of the model's output (spike counts or logits) with Adam and
+    a one-cycle schedule, in seeded shuffled batches; returns the last epoch's train accuracy."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    batches = (len(x) + batch_size - 1) // batch_size
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate,
+                                                   total_steps=max(epochs * batches, 1))
     loss_fn = nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(options.seed)
-    bar = tqdm(total=options.epochs * batches, desc="training", unit="batch",
-               disable=None if options.progress else True, mininterval=0.5)
-    for epoch in range(options.epochs):
+    generator = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=epochs * batches, desc=desc, unit="batch", disable=None if progress else True,
+               mininterval=0.5)
+    correct = seen = 0
+    for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(x), generator=generator)
         correct = seen = 0
         for b in range(batches):
-            idx = order[b * options.batch_size:(b + 1) * options.batch_size]
-            counts = model(x[idx])
-            loss = loss_fn(counts, y[idx])
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            out = model(x[idx])
+            loss = loss_fn(out, y[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
-            correct += int((counts.argmax(1) == y[idx]).sum())
+            correct += int((out.argmax(1) == y[idx]).sum())
             seen += len(idx)
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", acc=f"{correct / seen:.3f}",
                             refresh=False)
-        if options.progress and bar.disable:  # no terminal (a log, CI): one line per epoch instead
-            print(f"epoch {epoch + 1}/{options.epochs}: loss {loss.item():.3f}, train accuracy "
+        if progress and bar.disable:  # no terminal (a log, CI): one line per epoch instead
+            print(f"{desc}: epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, train accuracy "
                   f"{correct / seen:.3f}", flush=True)
     bar.close()
-    test_accuracy = evaluate(model, dataset.x_test, dataset.y_test, dataset.levels)
-    return model, {"train_accuracy": correct / max(seen, 1), "test_accuracy": test_accuracy,
-                   "epochs": options.epochs, "seed": options.seed}
+    return correct / max(seen, 1)
 
 
 @torch.no_grad()

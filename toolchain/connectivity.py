@@ -54,7 +54,7 @@ class Wiring:
         """Nonzero synapses of each target neuron (conv: taps that land inside the input)."""
         if self.synapses.kind == "dense":
             return np.diff(self.by_target.indptr).astype(np.int64)
-        (c_out, h_out, w_out), (_, h_in, w_in) = self.target_shape, self.source_shape
+        (_, h_out, w_out), (_, h_in, w_in) = self.target_shape, self.source_shape
         taps = self.kernel_nonzero.sum(axis=1)  # (C_out, kh, kw)
         inside_y = self._inside(taps.shape[1], h_out, h_in, 0)
         inside_x = self._inside(taps.shape[2], w_out, w_in, 1)
@@ -92,7 +92,7 @@ class Wiring:
             return int(np.count_nonzero(np.bincount(sources, minlength=self.source_size)))
         if self.empty:
             return 0
-        (c_out, h_out, w_out), (_, h_in, w_in) = self.target_shape, self.source_shape
+        (_, h_out, w_out), (_, h_in, w_in) = self.target_shape, self.source_shape
         plane = h_out * w_out
         first_channel, first = divmod(start, plane)
         last_channel, last = divmod(stop - 1, plane)
@@ -133,7 +133,7 @@ class Wiring:
         return self._conv_destinations(core_of)
 
     def _conv_destinations(self, core_of: np.ndarray):
-        (c_out, h_out, w_out), (c_in, h_in, w_in) = self.target_shape, self.source_shape
+        (_, h_out, w_out), (c_in, h_in, w_in) = self.target_shape, self.source_shape
         (sy, sx), (py, px) = self.synapses.stride, self.synapses.padding
         # outputs reading input row y through taps ky in tap_rows: y = yo*s - p + ky
         y, x = np.arange(h_in), np.arange(w_in)

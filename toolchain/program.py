@@ -10,8 +10,6 @@ original model. ``SCHEMA_VERSION`` changes whenever the layout does.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,6 +18,7 @@ import h5py
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.files import atomic_path
 from toolchain.ir import INPUT
 from toolchain.mapping import Mapping
 
@@ -178,9 +177,7 @@ class Program:
     def save(self, path: str | Path) -> Path:
         """Write atomically: a crash never leaves a half-written program."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as f:
                 f.attrs["format"] = FORMAT_NAME
                 f.attrs["schema_version"] = SCHEMA_VERSION
@@ -201,10 +198,6 @@ class Program:
                     g["weight_exp"] = syn.weight_exp
                 if self.mapping is not None:
                     self.mapping.write(f.create_group("mapping"))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     @classmethod
