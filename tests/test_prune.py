@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from targets import reference
 from toolchain.errors import UserError
-from toolchain.passes.prune import PruneOptions, prune
+from toolchain.ir import INPUT, Connection, Graph, Population
+from toolchain.passes.prune import Calibration, CovarianceAccumulator, PruneOptions, prune
 from toolchain.passes.quantize import QuantizeOptions, quantize
-
-
-def calibration_rates(graph, x):
-    result = reference.run(graph, x)
-    return {k: v.spike_counts / (len(x) * graph.steps) for k, v in result.activity.items()}
+from toolchain.sweep import calibrate
+from toolchain.synaptic import accumulate
 
 
 def test_structured_pruning_shrinks_the_program(csnn, digits, loihi2):
@@ -32,11 +34,75 @@ def test_structured_pruning_shrinks_the_program(csnn, digits, loihi2):
 
 def test_activity_ranking_with_compensation_beats_plain_l1(csnn, digits):
     _, graph = csnn
-    rates = calibration_rates(graph, digits.x_train[:300])
+    calibration = calibrate(graph, digits.x_train[:300], covariance=True)
     accuracy = lambda g: np.mean(reference.run(g, digits.x_test).predictions() == digits.y_test)  # noqa: E731
-    compensated = accuracy(prune(graph, PruneOptions(0.2, "structured", "activity"), rates))
-    plain = accuracy(prune(graph, PruneOptions(0.2, "structured", "l1")))
-    assert compensated >= plain
+    plain = accuracy(prune(graph, PruneOptions(0.3, "structured", "l1")))
+    compensated = accuracy(prune(graph, PruneOptions(0.3, "structured", "activity"), calibration))
+    regression = accuracy(prune(graph, PruneOptions(0.3, "structured", "activity", "regression"), calibration))
+    assert regression >= compensated >= plain
+
+
+def conv_chain(rng):
+    """input (1, 6, 6) -> conv a (4, 4, 4) -> conv b (4, 2, 2; stride 2, padding 1) -> dense out (2)."""
+    pop = lambda name, shape: Population(name, shape, 0.0, 0.9, 1.0, 0.0)  # noqa: E731
+    return Graph((1, 6, 6), [pop("a", (4, 4, 4)), pop("b", (4, 2, 2)), pop("out", (2,))],
+                 [Connection(INPUT, "a", rng.normal(size=(4, 1, 3, 3)), "conv"),
+                  Connection("a", "b", rng.normal(size=(4, 4, 3, 3)), "conv", (2, 2), (1, 1)),
+                  Connection("b", "out", rng.normal(size=(2, 16)))], "out", 4, 1e-3)
+
+
+def test_mean_compensation_keeps_the_mean_drive_of_every_neuron_borders_included():
+    """At the calibration means, pruned weights plus folded bias give exactly the original drive."""
+    rng = np.random.default_rng(3)
+    graph = conv_chain(rng)
+    rates = {"a": rng.uniform(0, 1, 64), "b": rng.uniform(0, 1, 16)}
+    pruned = prune(graph, PruneOptions(0.5, "structured", "activity"), Calibration(rates))
+    kept_a, kept_b = (np.sort(np.argsort(rates[n].reshape(4, -1).sum(1))[2:]) for n in ("a", "b"))
+    conn = graph.connections[1]
+
+    def drive(weight, x, channels):
+        return accumulate("conv", torch.as_tensor(weight), torch.as_tensor(x[None]), (channels, 4, 4), conn.stride,
+                          conn.padding).numpy()[0]
+    rows = (kept_b[:, None] * 4 + np.arange(4)).ravel()
+    original = drive(conn.weight, rates["a"], 4)[rows]
+    folded_bias = pruned.population("b").bias - graph.population("b").bias[rows]
+    kept_rates = rates["a"].reshape(4, -1)[kept_a].reshape(-1)
+    assert np.allclose(drive(pruned.connections[1].weight, kept_rates, 2) + folded_bias, original)
+    assert np.ptp(folded_bias[:4]) > 0  # the corner neurons of a padded convolution lose less than the centre
+
+
+def test_regression_compensation_moves_a_duplicate_units_drive_onto_its_twin():
+    """A unit that always fires with another is predicted exactly: its outgoing weights add onto the twin's."""
+    rng = np.random.default_rng(0)
+    w_in = rng.uniform(0.1, 0.6, (4, 5))  # every neuron fires, at its own times
+    w_in[3] = w_in[0]  # neuron 3 is neuron 0's twin
+    pop = lambda name, n: Population(name, (n,), 0.0, 0.9, 1.0, 0.0)  # noqa: E731
+    graph = Graph((5,), [pop("h", 4), pop("out", 2)],
+                  [Connection(INPUT, "h", w_in), Connection("h", "out", rng.normal(size=(2, 4)))], "out", 8, 1e-3,
+                  input_levels=1)
+    x = rng.integers(0, 2, (400, 8, 5))
+    calibration = calibrate(graph, x, covariance=True)
+    pruned = prune(graph, PruneOptions(0.25, "structured", "redundancy", "regression"), calibration)
+    assert pruned.population("h").size == 3
+    w_out = graph.connections[1].weight
+    twin = np.flatnonzero(np.all(pruned.connections[0].weight == w_in[0], axis=1))
+    assert len(twin) == 1  # one of the twins went, the other stayed
+    assert np.allclose(pruned.connections[1].weight[:, twin[0]], w_out[:, 0] + w_out[:, 3], rtol=1e-2, atol=1e-3)
+    assert np.array_equal(reference.run(pruned, x).output, reference.run(graph, x).output)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 3), st.integers(0, 2**31 - 1))
+def test_covariance_accumulator_equals_the_pooled_covariance(units, pixels, batches, seed):
+    rng = np.random.default_rng(seed)
+    trains = [rng.integers(0, 2, (3, 4, units * pixels)) for _ in range(batches)]
+    accumulator = CovarianceAccumulator(units, units * pixels)
+    for t in trains:
+        accumulator.add(t)
+    x = np.concatenate(trains).reshape(-1, units, pixels).astype(float)
+    centred = x - x.mean(axis=0)
+    expected = np.einsum("ncp,ndp->cd", centred, centred) / (len(x) * pixels)
+    assert np.allclose(accumulator.covariance(), expected)
 
 
 @pytest.mark.parametrize("method", ["magnitude", "global-magnitude"])

@@ -159,6 +159,9 @@ class Graph:
     def incoming(self, name: str) -> list[Connection]:
         return [c for c in self.connections if c.target == name]
 
+    def outgoing(self, name: str) -> list[Connection]:
+        return [c for c in self.connections if c.source == name]
+
     def _check_shapes(self, conn: Connection):
         src, dst = self.shape_of(conn.source), self.shape_of(conn.target)
         if conn.kind == "dense":

@@ -9,10 +9,10 @@ Two methods per setting, so comparisons are honest:
   quantization-aware fine-tuning on the training split (straight-through
   estimator, per-channel steps), then the same grid on the chip.
 - ``best``: candidate option sets (step choice, per-tensor or per-channel
-  groups, bias correction; activity- or L1-ranked structured pruning with
-  bias compensation) are scored on a validation split of the *training*
-  data, and the winner is evaluated on the test split. The chosen options are
-  reported with every row.
+  groups, bias correction; structured pruning ranked by L1, activity or
+  redundancy, with mean or least-squares regression compensation) are scored
+  on a validation split of the *training* data, and the winner is evaluated
+  on the test split. The chosen options are reported with every row.
 
 Weights of up to 8 bits run on the bit-accurate Loihi 2 emulator; wider
 weights (the seed's k = 16) run on the generic digital target (float
@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from toolchain.finetune import FinetuneOptions, finetune
 from toolchain.ir import INPUT, Graph
 from toolchain.evaluate import cost_report
 from toolchain.passes.partition import partition
-from toolchain.passes.prune import PruneOptions, check_ratio, prune
+from toolchain.passes.prune import Calibration, CovarianceAccumulator, PruneOptions, check_ratio, prune, unit_count
 from toolchain.passes.quantize import DIGITAL_MAX_BITS, QuantizeOptions, fake_quantize, quantize
 from toolchain.report import classification_metrics, model_size_bits, model_size_bits_float
 
@@ -78,12 +78,21 @@ def check_settings(bits: list[int], ratios: list[float]) -> None:
         check_ratio(r)
 
 
-def calibration_rates(graph: Graph, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean activity per neuron per step (input: mean integer value), from the float model."""
-    result = reference.run(graph, images)
-    rates = {k: v.spike_counts / (len(images) * graph.steps) for k, v in result.activity.items()}
+def calibrate(graph: Graph, images: np.ndarray, covariance: bool = False, batch_size: int = 128) -> Calibration:
+    """Mean activity per neuron per step (input: mean integer value) from the float model and,
+    if asked, the covariance of every prunable population's units (batch by batch: the trains
+    of a whole calibration set do not fit in memory)."""
+    names = [p.name for p in graph.populations if p.name != graph.output] if covariance else []
+    accumulators = {n: CovarianceAccumulator(unit_count(graph, n), graph.population(n).size) for n in names}
+    counts = []
+    for start in range(0, len(images), batch_size):
+        result = reference.run(graph, images[start:start + batch_size], record=covariance)
+        counts.append({k: v.spike_counts for k, v in result.activity.items()})
+        for name, accumulator in accumulators.items():
+            accumulator.add(result.trains[name])
+    rates = {k: sum(part[k] for part in counts) / (len(images) * graph.steps) for k in counts[0]}
     rates[INPUT] = images.reshape(len(images), -1).mean(axis=0)
-    return rates
+    return Calibration(rates, {n: a.covariance() for n, a in accumulators.items()} if covariance else None)
 
 
 QUANT_CANDIDATES = [QuantizeOptions(8, scale, granularity, correction)
@@ -104,9 +113,9 @@ def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, rati
                      finetune_epochs: int = 0) -> dict:
     """One row: prune, quantize (or fine-tune then quantize), run on the test split, measure."""
     calibrated = method in ("best", "finetuned")
-    rates = calibration_rates(graph, data.calibration) if calibrated else None
-    pruned, prune_choice = _pruned(graph, ratio, method, rates, data)
-    pruned_rates = calibration_rates(pruned, data.calibration) if calibrated else None
+    calibration = calibrate(graph, data.calibration, covariance=ratio > 0) if calibrated else None
+    pruned, prune_choice = _pruned(graph, ratio, method, calibration, data)
+    pruned_rates = calibrate(pruned, data.calibration).rates if calibrated else None
     if method == "finetuned":
         tuned = finetune(pruned, data.train_x, data.train_y,
                          FinetuneOptions(bits or DIGITAL_MAX_BITS, epochs=finetune_epochs, granularity="channel",
@@ -153,14 +162,19 @@ def _validation_accuracy(graph, chip, bits, options, rates, data) -> float:
     return float(np.mean(result.predictions() == data.validation_y))
 
 
-def _pruned(graph: Graph, ratio: float, method: str, rates, data: SweepData):
+PRUNE_CANDIDATES = [PruneOptions(0.0, "structured", rank, compensation)
+                    for rank, compensation in itertools.product(("l1", "activity", "redundancy"),
+                                                                ("mean", "regression"))]
+
+
+def _pruned(graph: Graph, ratio: float, method: str, calibration: Calibration | None, data: SweepData):
     if ratio == 0:
         return graph, "none"
     if method == "baseline":
         return prune(graph, PruneOptions(ratio, "structured", "l1")), "structured/l1"
     # "best" and "finetuned" share the calibrated, compensated structured pruning
-    candidates = {f"structured/{rank}/compensated": prune(graph, PruneOptions(ratio, "structured", rank), rates)
-                  for rank in ("l1", "activity")}
+    candidates = {f"structured/{o.rank}/{o.compensation}": prune(graph, replace(o, ratio=ratio), calibration)
+                  for o in PRUNE_CANDIDATES}
 
     def score(g):
         return float(np.mean(reference.run(g, data.validation_x).predictions() == data.validation_y))
