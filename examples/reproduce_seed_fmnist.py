@@ -7,7 +7,7 @@ plus 2) and structured pruning (0.1, 0.2, 0.3) with the seed's plain method
 (finetuned). Writes docs/seed000_fmnist.md with the seed's published numbers
 beside ours, and the sweep files next to the model.
 
-    .venv/bin/python examples/reproduce_seed_fmnist.py [--epochs 8] [--out runs/seed000]
+    .venv/bin/python examples/reproduce_seed_fmnist.py [--epochs 10] [--out runs/seed000]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SEED_ROWS = {("quantize", 16): 0.8551, ("quantize", 8): 0.8538, ("quantize", 4):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--finetune-samples", type=int, default=10000)
     parser.add_argument("--out", type=Path, default=Path("runs/seed000"))
