@@ -33,9 +33,9 @@ from targets.chips import load_chip
 from targets.hil.client import Board
 from targets.loihi2 import run
 from targets.loihi2.chip import Chip
-from toolchain.chip_in_loop import ChipInLoopOptions, chip_in_the_loop
+from toolchain.chip_in_loop import chip_in_the_loop
 from toolchain.driver import load_model
-from toolchain.finetune import finetune
+from toolchain.finetune import FinetuneOptions, finetune
 from toolchain.passes.quantize import QuantizeOptions, quantize
 
 
@@ -69,14 +69,14 @@ def main() -> int:
 
     float_accuracy = accuracy(reference.run(graph, data.x_test))
     # fine-tuning also trains longer: the same fine-tuning on a 16-bit grid (float in effect) says how much
-    float_tuned = finetune(graph, x_train, y_train, ChipInLoopOptions(16, epochs=args.epochs).finetune_options())
+    float_tuned = finetune(graph, x_train, y_train, FinetuneOptions(16, epochs=args.epochs, granularity="channel"))
     float_tuned_accuracy = accuracy(reference.run(float_tuned, data.x_test))
     rows = []
     for bits in (int(b) for b in args.bits.split(",")):
         ptq = accuracy(run(quantize(graph, chip_spec, QuantizeOptions(bits)), data.x_test))
-        options = ChipInLoopOptions(bits, epochs=args.epochs)
+        options = FinetuneOptions(bits, epochs=args.epochs, granularity="channel")
         started = time.perf_counter()
-        qat_graph = finetune(graph, x_train, y_train, options.finetune_options())
+        qat_graph = finetune(graph, x_train, y_train, options)
         qat = accuracy(run(quantize(qat_graph, chip_spec, QuantizeOptions(bits, "max", "channel")), data.x_test))
         qat_seconds = time.perf_counter() - started
         board = Board(args.board) if args.board else Chip()

@@ -24,9 +24,10 @@ from targets.hil.server import Server
 from targets.loihi2.chip import Chip, run_samples
 from targets.loihi2.emulator import run
 from tests.test_emulator import chains, to_program
-from toolchain.chip_in_loop import ChipInLoopOptions, chip_in_the_loop
+from toolchain.chip_in_loop import chip_in_the_loop
 from toolchain.cli import main
 from toolchain.errors import UserError
+from toolchain.finetune import FinetuneOptions
 from toolchain.ir import INPUT
 from toolchain.nir_import import graph_from_nir
 from toolchain.passes.quantize import QuantizeOptions, quantize
@@ -398,7 +399,7 @@ def test_chip_in_the_loop_recovers_2bit_accuracy_over_the_board(server, mlp_grap
     started = time.perf_counter()
     with Board(_address(server)) as board:
         _, program = chip_in_the_loop(graph, loihi2, board, digits.x_train, digits.y_train,
-                                      ChipInLoopOptions(bits=2, epochs=1, batch_size=128, progress=False))
+                                      FinetuneOptions(bits=2, epochs=1, granularity="channel", progress=False))
     assert time.perf_counter() - started < 60
     assert accuracy(program) > ptq + 0.01
     assert all(s.weight_bits == 2 for s in program.synapses)

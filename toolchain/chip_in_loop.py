@@ -24,8 +24,6 @@ reuses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -37,22 +35,6 @@ from toolchain.passes.quantize import QuantizeOptions, quantize
 from toolchain.program import Program
 
 
-@dataclass(frozen=True)
-class ChipInLoopOptions:
-    bits: int
-    epochs: int = 1
-    learning_rate: float = 5e-4
-    batch_size: int = 128
-    granularity: str = "channel"
-    seed: int = 0
-    progress: bool = True
-
-    def finetune_options(self) -> FinetuneOptions:
-        return FinetuneOptions(bits=self.bits, epochs=self.epochs, learning_rate=self.learning_rate,
-                               batch_size=self.batch_size, granularity=self.granularity, seed=self.seed,
-                               progress=self.progress)
-
-
 class _ChipInLoopGraph(_TrainableGraph):
     """The fine-tuner's float graph, each layer driven by the chip's spikes of the layers before it."""
 
@@ -62,12 +44,13 @@ class _ChipInLoopGraph(_TrainableGraph):
 
 
 def chip_in_the_loop(graph: Graph, chip_spec, board, images: np.ndarray, labels: np.ndarray,
-                     options: ChipInLoopOptions) -> tuple[Graph, Program]:
+                     options: FinetuneOptions) -> tuple[Graph, Program]:
     """Fine-tune ``graph`` with every forward pass on ``board`` (a ``Chip`` or a ``Board``).
 
+    ``options`` are the fine-tuner's (the weight grid, epochs, rate, batch = lanes).
     Returns the tuned graph (weights on the chip's grid) and the program compiled from it."""
     torch.manual_seed(options.seed)
-    model = _ChipInLoopGraph(graph, options.finetune_options())
+    model = _ChipInLoopGraph(graph, options)
     optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     x, y = torch.as_tensor(images), torch.as_tensor(labels)
     generator = torch.Generator().manual_seed(options.seed)
