@@ -125,3 +125,15 @@ def test_ratio_that_removes_a_whole_layer(mlp):
     _, graph = mlp
     with pytest.raises(UserError, match="remove every unit"):
         prune(graph, PruneOptions(0.999, "structured"))
+
+
+@pytest.mark.parametrize("rank, compensation", [("activity", "mean"), ("redundancy", "mean"), ("l1", "regression")])
+def test_calibrated_pruning_without_a_calibration_run_is_refused(mlp, rank, compensation):
+    with pytest.raises(UserError, match="needs a calibration run"):
+        prune(mlp[1], PruneOptions(0.2, "structured", rank, compensation))
+
+
+def test_regression_compensation_needs_the_covariance(mlp, digits):
+    rates_only = Calibration(calibrate(mlp[1], digits.x_train[:50]).rates)
+    with pytest.raises(UserError, match="need the calibration covariance"):
+        prune(mlp[1], PruneOptions(0.2, "structured", "l1", "regression"), rates_only)
