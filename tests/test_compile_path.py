@@ -51,6 +51,7 @@ def test_quantized_weights_are_what_lava_holds(bits, mlp, loihi2):
 def test_program_round_trip(tmp_path, csnn, loihi2, digits):
     program = quantize(csnn[1], loihi2, QuantizeOptions(bits=4))
     loaded = Program.load(program.save(tmp_path / "p.h5"))
-    a, b = run(program, digits.x_test[:50]), run(loaded, digits.x_test[:50])
-    assert np.array_equal(a.output, b.output)
-    assert loaded.latency == program.latency == 3
+    sent = Program.from_bytes(program.to_bytes())
+    a, b, c = (run(p, digits.x_test[:50]) for p in (program, loaded, sent))
+    assert np.array_equal(a.output, b.output) and np.array_equal(a.output, c.output)
+    assert loaded.latency == sent.latency == program.latency == 3

@@ -9,6 +9,7 @@ original model. ``SCHEMA_VERSION`` changes whenever the layout does.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,39 +180,58 @@ class Program:
         path = Path(path)
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FORMAT_NAME
-                f.attrs["schema_version"] = SCHEMA_VERSION
-                header = {k: getattr(self, k) for k in ("chip", "input_shape", "input_levels", "steps",
-                                                        "output", "readout", "metadata")}
-                f.attrs["header"] = json.dumps(header)
-                for i, layer in enumerate(self.layers):
-                    g = f.create_group(f"layers/{i:03d}")
-                    g.attrs["meta"] = json.dumps({"name": layer.name, "shape": layer.shape,
-                                                  "spiking": layer.spiking, "model": layer.model})
-                    for attr in ("du", "dv", "vth", "bias_mant", "bias_exp", "v_scale"):
-                        g[attr] = getattr(layer, attr)
-                for i, syn in enumerate(self.synapses):
-                    g = f.create_group(f"synapses/{i:03d}")
-                    g.attrs["meta"] = json.dumps({k: getattr(syn, k) for k in (
-                        "source", "target", "weight_bits", "kind", "stride", "padding", "message_bits")})
-                    g.create_dataset("weights", data=syn.weights, compression="gzip")
-                    g["weight_exp"] = syn.weight_exp
-                if self.mapping is not None:
-                    self.mapping.write(f.create_group("mapping"))
+                self._write(f)
         return path
+
+    def to_bytes(self) -> bytes:
+        """The bytes of a program file, built in memory (for sending to a board)."""
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as f:
+            self._write(f)
+        return buffer.getvalue()
+
+    def _write(self, f: h5py.File) -> None:
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        header = {k: getattr(self, k) for k in ("chip", "input_shape", "input_levels", "steps",
+                                                "output", "readout", "metadata")}
+        f.attrs["header"] = json.dumps(header)
+        for i, layer in enumerate(self.layers):
+            g = f.create_group(f"layers/{i:03d}")
+            g.attrs["meta"] = json.dumps({"name": layer.name, "shape": layer.shape,
+                                          "spiking": layer.spiking, "model": layer.model})
+            for attr in ("du", "dv", "vth", "bias_mant", "bias_exp", "v_scale"):
+                g[attr] = getattr(layer, attr)
+        for i, syn in enumerate(self.synapses):
+            g = f.create_group(f"synapses/{i:03d}")
+            g.attrs["meta"] = json.dumps({k: getattr(syn, k) for k in (
+                "source", "target", "weight_bits", "kind", "stride", "padding", "message_bits")})
+            g.create_dataset("weights", data=syn.weights, compression="gzip")
+            g["weight_exp"] = syn.weight_exp
+        if self.mapping is not None:
+            self.mapping.write(f.create_group("mapping"))
 
     @classmethod
     def load(cls, path: str | Path) -> "Program":
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such program file")
+        return cls._read(path, str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "program") -> "Program":
+        """A program from the bytes of a program file; ``name`` labels errors."""
+        return cls._read(io.BytesIO(data), name)
+
+    @classmethod
+    def _read(cls, source, name: str) -> "Program":
         try:
-            with h5py.File(path, "r") as f:
+            with h5py.File(source, "r") as f:
                 if f.attrs.get("format") != FORMAT_NAME:
-                    raise UserError(f"{path}: not an snn-compile program")
+                    raise UserError(f"{name}: not an snn-compile program")
                 version = int(f.attrs["schema_version"])
                 if version != SCHEMA_VERSION:
-                    raise UserError(f"{path}: program schema {version}, this toolchain reads "
+                    raise UserError(f"{name}: program schema {version}, this toolchain reads "
                                     f"{SCHEMA_VERSION}; compile the model again")
                 header = json.loads(f.attrs["header"])
                 layers = [Layer(**json.loads(g.attrs["meta"]), **{k: g[k][()] for k in g})
@@ -221,5 +241,5 @@ class Program:
                             for _, g in sorted(f.get("synapses", {}).items())]
                 mapping = Mapping.read(f["mapping"]) if "mapping" in f else None
         except OSError:
-            raise UserError(f"{path}: not an snn-compile program (not HDF5)") from None
+            raise UserError(f"{name}: not an snn-compile program (not HDF5)") from None
         return cls(layers=layers, synapses=synapses, mapping=mapping, **header)

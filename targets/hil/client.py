@@ -18,9 +18,7 @@ time; above 1 the board keeps up with a real chip running at that period).
 
 from __future__ import annotations
 
-import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable
@@ -154,12 +152,4 @@ class Board:
 
 
 def _program_bytes(program: Program | str | Path) -> bytes:
-    if not isinstance(program, Program):
-        return Path(program).read_bytes()
-    fd, path = tempfile.mkstemp(suffix=".h5", prefix="hil-program-")
-    os.close(fd)
-    try:
-        program.save(path)
-        return Path(path).read_bytes()
-    finally:
-        os.unlink(path)
+    return program.to_bytes() if isinstance(program, Program) else Path(program).read_bytes()

@@ -12,11 +12,9 @@ a Unix socket file is removed.
 
 from __future__ import annotations
 
-import os
 import selectors
 import signal
 import socket
-import tempfile
 import threading
 from pathlib import Path
 
@@ -41,12 +39,16 @@ def check_target(target: str) -> None:
 
 def load_checked_program(path: str | Path) -> Program:
     """Load a program and make sure it fits the board it names; ``UserError`` otherwise."""
+    return checked_program(Program.load(path), str(path))
+
+
+def checked_program(program: Program, name: str) -> Program:
+    """``program`` if it fits the board; ``UserError`` naming ``name`` otherwise."""
     from targets.chips import load_chip
     from toolchain.mapping import check_fits
 
-    program = Program.load(path)
     if program.chip != "loihi2":
-        raise UserError(f"{path}: the program is compiled for {program.chip!r}, the board is loihi2")
+        raise UserError(f"{name}: the program is compiled for {program.chip!r}, the board is loihi2")
     chip = load_chip(program.chip)
     violations = check_fits(program, chip, chips=chip.limit("chips_per_board"))
     if violations:
@@ -224,13 +226,8 @@ class _Session:
 
     @staticmethod
     def _program_from_bytes(data: np.ndarray) -> Program:
-        fd, path = tempfile.mkstemp(suffix=".h5", prefix="hil-program-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(np.ascontiguousarray(data, dtype=np.uint8).tobytes())
-            return load_checked_program(path)
-        finally:
-            os.unlink(path)
+        program = Program.from_bytes(np.ascontiguousarray(data, dtype=np.uint8).tobytes(), "the sent program")
+        return checked_program(program, "the sent program")
 
 
 def serve(program_path: str | Path | None, target: str = "loihi2", host: str = "127.0.0.1", port: int = 0,
