@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from targets import reference
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, Connection, Graph, Population
-from toolchain.passes.prune import Calibration, CovarianceAccumulator, PruneOptions, prune
+from toolchain.passes.prune import Calibration, GramAccumulator, PruneOptions, prune
 from toolchain.passes.quantize import QuantizeOptions, quantize
 from toolchain.sweep import calibrate
 from toolchain.synaptic import accumulate
@@ -34,7 +34,7 @@ def test_structured_pruning_shrinks_the_program(csnn, digits, loihi2):
 
 def test_activity_ranking_with_compensation_beats_plain_l1(csnn, digits):
     _, graph = csnn
-    calibration = calibrate(graph, digits.x_train[:300], covariance=True)
+    calibration = calibrate(graph, digits.x_train[:300], gram=True)
     accuracy = lambda g: np.mean(reference.run(g, digits.x_test).predictions() == digits.y_test)  # noqa: E731
     plain = accuracy(prune(graph, PruneOptions(0.3, "structured", "l1")))
     compensated = accuracy(prune(graph, PruneOptions(0.3, "structured", "activity"), calibration))
@@ -81,28 +81,64 @@ def test_regression_compensation_moves_a_duplicate_units_drive_onto_its_twin():
                   [Connection(INPUT, "h", w_in), Connection("h", "out", rng.normal(size=(2, 4)))], "out", 8, 1e-3,
                   input_levels=1)
     x = rng.integers(0, 2, (400, 8, 5))
-    calibration = calibrate(graph, x, covariance=True)
-    pruned = prune(graph, PruneOptions(0.25, "structured", "redundancy", "regression"), calibration)
+    calibration = calibrate(graph, x, gram=True)
+    pruned = prune(graph, PruneOptions(0.25, "structured", "redundancy", "regression", ridge=1e-9), calibration)
     assert pruned.population("h").size == 3
     w_out = graph.connections[1].weight
     twin = np.flatnonzero(np.all(pruned.connections[0].weight == w_in[0], axis=1))
     assert len(twin) == 1  # one of the twins went, the other stayed
-    assert np.allclose(pruned.connections[1].weight[:, twin[0]], w_out[:, 0] + w_out[:, 3], rtol=1e-2, atol=1e-3)
+    assert np.allclose(pruned.connections[1].weight[:, twin[0]], w_out[:, 0] + w_out[:, 3], rtol=1e-4, atol=1e-6)
     assert np.array_equal(reference.run(pruned, x).output, reference.run(graph, x).output)
 
 
+def test_regression_compensation_rebuilds_a_padded_strided_convolutions_input_from_a_twin_channel():
+    """A channel that duplicates another is rebuilt exactly through the next convolution's
+    kernel, borders included: every kept channel downstream spikes as before."""
+    rng = np.random.default_rng(6)
+    graph = conv_chain(rng)
+    w_a = graph.connections[0].weight
+    w_a[3] = w_a[0]  # channel 3 of layer a fires exactly with channel 0
+    x = rng.integers(0, 256, (300, 1, 6, 6))
+    calibration = calibrate(graph, x, gram=True)
+    pruned = prune(graph, PruneOptions(0.25, "structured", "redundancy", "regression", ridge=1e-9), calibration)
+    assert pruned.population("a").shape[0] == 3
+    assert sum(np.array_equal(w, w_a[0]) for w in pruned.connections[0].weight) == 1  # one twin went
+    before = reference.run(graph, x, record=True).trains["b"].reshape(len(x), graph.steps, 4, -1)
+    after = reference.run(pruned, x, record=True).trains["b"].reshape(len(x), graph.steps, 3, -1)
+    matches = [[np.array_equal(after[:, :, j], before[:, :, c]) for c in range(4)] for j in range(3)]
+    assert all(any(row) for row in matches)
+
+
+def naive_patches(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
+    """(frames, channels, h, w) -> one row per frame and output position, channel-major taps."""
+    x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    rows = []
+    for frame in x:
+        for i in range(0, x.shape[2] - kernel + 1, stride):
+            for j in range(0, x.shape[3] - kernel + 1, stride):
+                rows.append(frame[:, i:i + kernel, j:j + kernel].ravel())
+    return np.array(rows)
+
+
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 3), st.integers(0, 2**31 - 1))
-def test_covariance_accumulator_equals_the_pooled_covariance(units, pixels, batches, seed):
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.integers(1, 3),
+       st.integers(0, 2**31 - 1))
+def test_gram_accumulator_equals_the_gram_of_every_patch(channels, kernel, stride, padding, batches, seed):
     rng = np.random.default_rng(seed)
-    trains = [rng.integers(0, 2, (3, 4, units * pixels)) for _ in range(batches)]
-    accumulator = CovarianceAccumulator(units, units * pixels)
+    side = 5
+    out_side = (side + 2 * padding - kernel) // stride + 1
+    graph = Graph((1, side, side), [Population("a", (channels, side, side), 0.0, 0.9, 1.0, 0.0),
+                                    Population("b", (2, out_side, out_side), 0.0, 0.9, 1.0, 0.0)],
+                  [Connection("a", "b", rng.normal(size=(2, channels, kernel, kernel)), "conv", (stride, stride),
+                              (padding, padding))], "b", 4, 1e-3)
+    accumulator = GramAccumulator(graph, graph.connections[0], chunk_elements=60)
+    trains = [rng.integers(0, 2, (2, 4, channels * side * side)) for _ in range(batches)]
     for t in trains:
         accumulator.add(t)
-    x = np.concatenate(trains).reshape(-1, units, pixels).astype(float)
-    centred = x - x.mean(axis=0)
-    expected = np.einsum("ncp,ndp->cd", centred, centred) / (len(x) * pixels)
-    assert np.allclose(accumulator.covariance(), expected)
+    frames = np.concatenate(trains).reshape(-1, channels, side, side).astype(float)
+    x = naive_patches(frames, kernel, stride, padding)
+    x = np.hstack([x, np.ones((len(x), 1))])
+    assert np.array_equal(accumulator.gram, x.T @ x)
 
 
 @pytest.mark.parametrize("method", ["magnitude", "global-magnitude"])
@@ -133,7 +169,7 @@ def test_calibrated_pruning_without_a_calibration_run_is_refused(mlp, rank, comp
         prune(mlp[1], PruneOptions(0.2, "structured", rank, compensation))
 
 
-def test_regression_compensation_needs_the_covariance(mlp, digits):
+def test_regression_compensation_needs_the_gram_matrices(mlp, digits):
     rates_only = Calibration(calibrate(mlp[1], digits.x_train[:50]).rates)
-    with pytest.raises(UserError, match="need the calibration covariance"):
+    with pytest.raises(UserError, match="need the calibration's Gram matrices"):
         prune(mlp[1], PruneOptions(0.2, "structured", "l1", "regression"), rates_only)
