@@ -123,7 +123,8 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset (default: the one the checkpoint names)")
     p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
     p.add_argument("--samples", type=int, help="evaluate on the first N test samples (default: all)")
-    p.add_argument("--calibration", type=int, default=512, help="training samples for calibration (default 512)")
+    p.add_argument("--calibration", type=int, default=512, help="training samples for calibration (default 512; "
+                   "pruning's least-squares refit gains from more: the Fashion-MNIST study uses 8192)")
     p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="also fine-tune each setting for N epochs "
                    "(quantization-aware, straight-through estimator) and report it as method 'finetuned'")
