@@ -1,6 +1,6 @@
 """Compression sweeps: accuracy, size and cost across weight bits x pruning ratios.
 
-Two methods per setting, so comparisons are honest:
+Three methods per setting, so comparisons are honest:
 
 - ``baseline``: the quantization seed's plain post-training recipe: static
   per-tensor scales from the largest weight, structured L1 pruning, no
@@ -183,11 +183,10 @@ def _pruned(graph: Graph, ratio: float, method: str, calibration: Calibration | 
     candidates = {f"structured/{o.rank}/{o.compensation}": prune(graph, replace(o, ratio=ratio), calibration)
                   for o in PRUNE_CANDIDATES}
 
-    unpruned = np.asarray(reference.run(graph, data.validation_x).output, dtype=np.float64)
-
-    def deviation(g):
-        return float(np.mean((np.asarray(reference.run(g, data.validation_x).output, dtype=np.float64) - unpruned) ** 2))
-    name = min(candidates, key=lambda k: deviation(candidates[k]))
+    def readout(g):
+        return np.asarray(reference.run(g, data.validation_x).output, dtype=np.float64)
+    unpruned = readout(graph)
+    name = min(candidates, key=lambda k: float(np.mean((readout(candidates[k]) - unpruned) ** 2)))
     return candidates[name], name
 
 
