@@ -52,11 +52,11 @@ FINETUNE_LEARNING_RATE = 1e-4
 
 @dataclass(frozen=True)
 class SweepData:
-    """Integer images: calibration and validation come from the training split."""
+    """Integer images: calibration and validation come from the training split (validation
+    needs no labels: candidates are scored against the uncompressed model's readout)."""
 
     calibration: np.ndarray
     validation_x: np.ndarray
-    validation_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
     train_x: np.ndarray
@@ -71,8 +71,8 @@ def split_data(dataset, calibration: int = 512, validation: int = 512, seed: int
     cal, val = order[:calibration], order[calibration:calibration + validation]
     n = len(dataset.x_test) if test_samples is None else min(test_samples, len(dataset.x_test))
     train = np.sort(order[:train_samples]) if train_samples else np.arange(len(dataset.x_train))
-    return SweepData(dataset.x_train[cal], dataset.x_train[val], dataset.y_train[val], dataset.x_test[:n],
-                     dataset.y_test[:n], dataset.x_train[train], dataset.y_train[train])
+    return SweepData(dataset.x_train[cal], dataset.x_train[val], dataset.x_test[:n], dataset.y_test[:n],
+                     dataset.x_train[train], dataset.y_train[train])
 
 
 def check_settings(bits: list[int], ratios: list[float]) -> None:
@@ -120,10 +120,9 @@ def _compile_and_run(graph: Graph, chip, bits: int, options: QuantizeOptions, ra
 def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, ratio: float, method: str,
                      finetune_epochs: int = 0) -> dict:
     """One row: prune, quantize (or fine-tune then quantize), run on the test split, measure."""
-    calibrated = method in ("best", "finetuned")
-    calibration = calibrate(graph, data.calibration, gram=ratio > 0) if calibrated else None
+    compensated = method != "baseline" and ratio > 0
+    calibration = calibrate(graph, data.calibration, gram=True) if compensated else None
     pruned, prune_choice = _pruned(graph, ratio, method, calibration, data)
-    pruned_rates = calibrate(pruned, data.calibration).rates if calibrated else None
     if method == "finetuned":
         tuned = finetune(pruned, data.train_x, data.train_y,
                          FinetuneOptions(bits or DIGITAL_MAX_BITS, epochs=finetune_epochs, granularity="channel",
@@ -134,12 +133,13 @@ def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, rati
     elif bits is None:
         result, program, quant_choice = reference.run(pruned, data.test_x), None, "float"
     else:
-        options = BASELINE_QUANT
+        options, rates = BASELINE_QUANT, None
         if method == "best":
+            rates = calibrate(pruned, data.calibration).rates
             unquantized = _readout(reference.run(pruned, data.validation_x))
             options = min(QUANT_CANDIDATES, key=lambda o: _deviation(_compile_and_run(
-                pruned, chip, bits, o, pruned_rates, data.validation_x)[1], unquantized))
-        program, result = _compile_and_run(pruned, chip, bits, options, pruned_rates, data.test_x)
+                pruned, chip, bits, o, rates, data.validation_x)[1], unquantized))
+        program, result = _compile_and_run(pruned, chip, bits, options, rates, data.test_x)
         quant_choice = f"{options.weight_scale}/{options.granularity}" + ("/bias-corr" if options.bias_correction else "")
     row = {"bits": bits or 32, "prune": ratio, "method": method, "quantization": quant_choice,
            "pruning": prune_choice, **classification_metrics(data.test_y, result.predictions()),
