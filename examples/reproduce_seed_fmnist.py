@@ -26,6 +26,8 @@ SEED_ROWS = {("quantize", 16): 0.8551, ("quantize", 8): 0.8538, ("quantize", 4):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--channel-dropout", type=float, default=0.0,
+                        help="train with channel dropout (default 0: the seed's plain training)")
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--finetune-samples", type=int, default=10000)
     parser.add_argument("--calibration", type=int, default=8192,
@@ -37,7 +39,8 @@ def main() -> int:
     cli = [sys.executable, "-m", "toolchain.cli"]
     if not model.exists():
         subprocess.run(cli + ["train", "--dataset", "fmnist", "--arch", "csnn", "--steps", "20", "--epochs",
-                              str(args.epochs), "--batch-size", "128", "--lr", "3e-3", "-o", str(model)], check=True)
+                              str(args.epochs), "--batch-size", "128", "--lr", "3e-3", "--channel-dropout",
+                              str(args.channel_dropout), "-o", str(model)], check=True)
     subprocess.run(cli + ["sweep", str(model), "--bits", "16,8,4,2", "--prune", "0.1,0.2,0.3", "--grid", "axes",
                           "--finetune-epochs", str(args.finetune_epochs), "--finetune-samples",
                           str(args.finetune_samples), "--calibration", str(args.calibration),
@@ -55,6 +58,7 @@ def render(rows: list[dict], args) -> str:
     float_acc = find[("baseline", 32, 0.0)]["accuracy"]
     lines = ["# Seed 000 on Fashion-MNIST: the seed's numbers beside ours", "",
              f"Produced by `.venv/bin/python examples/reproduce_seed_fmnist.py --epochs {args.epochs} "
+             f"--channel-dropout {args.channel_dropout} "
              f"--finetune-epochs {args.finetune_epochs} --finetune-samples {args.finetune_samples} "
              f"--calibration {args.calibration}`; "
              "accuracy on the 10,000 test images.", "",

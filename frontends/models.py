@@ -19,16 +19,24 @@ from torch import nn
 ARCHITECTURES = ("mlp", "csnn")
 
 
-def default_config(arch: str, input_shape, classes: int) -> dict:
-    """The default recipe for an architecture, scaled to the input size."""
+def default_config(arch: str, input_shape, classes: int, channel_dropout: float = 0.0) -> dict:
+    """The default recipe for an architecture, scaled to the input size.
+
+    ``channel_dropout``: while training, silence each hidden channel (a dense
+    layer's neuron) for a whole sample with this probability, so that no unit
+    is indispensable and structured pruning later costs less accuracy.
+    """
+    if not 0.0 <= channel_dropout < 1.0:
+        raise ValueError(f"channel dropout must be in [0, 1), got {channel_dropout}")
     side = input_shape[-1]
     if arch == "mlp":
-        return {"arch": "mlp", "hidden": [128], "beta": 0.9, "threshold": 1.0, "readout": "spikes"}
+        return {"arch": "mlp", "hidden": [128], "beta": 0.9, "threshold": 1.0, "readout": "spikes",
+                "channel_dropout": channel_dropout}
     if arch == "csnn":
         small = side < 16
         return {"arch": "csnn", "channels": [16, 32] if small else [32, 64],
                 "kernel": 3 if small else 5, "padding": 1 if small else 0,
-                "batchnorm": True, "pool": 2, "beta": 0.5, "threshold": 1.0}
+                "batchnorm": True, "pool": 2, "beta": 0.5, "threshold": 1.0, "channel_dropout": channel_dropout}
     raise ValueError(f"unknown architecture {arch!r}")
 
 
@@ -89,6 +97,7 @@ class SpikingNetwork(nn.Module):
         time_varying = x.dim() == len(self.input_shape) + 2
         held = None if time_varying else self.blocks[0].synapse(x)  # direct input: same every step
         mems = [None] * len(self.blocks)
+        masks = [None] * len(self.blocks)
         counts, per_step = 0, []
         for t in range(self.steps):
             current = self.blocks[0].synapse(x[:, t]) if time_varying else held
@@ -98,7 +107,17 @@ class SpikingNetwork(nn.Module):
                 if mems[i] is None:
                     mems[i] = torch.zeros_like(current)
                 current, mems[i] = block.step(current, mems[i])
+                if i < len(self.blocks) - 1 and self.training and self.config.get("channel_dropout", 0.0) > 0:
+                    if masks[i] is None:
+                        masks[i] = self._channel_mask(current)
+                    current = current * masks[i]
             counts = counts + current
             per_step.append(current)
         out = counts if self.blocks[-1].spiking else current
         return (out, torch.stack(per_step, dim=1)) if record else out
+
+    def _channel_mask(self, spikes: torch.Tensor) -> torch.Tensor:
+        """One keep-or-silence draw per sample and channel, held for every step (as pruning would)."""
+        keep = 1.0 - self.config["channel_dropout"]
+        shape = spikes.shape[:2] + (1,) * (spikes.dim() - 2)
+        return torch.bernoulli(torch.full(shape, keep, device=spikes.device)) / keep

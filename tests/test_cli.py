@@ -84,6 +84,13 @@ def test_bits_out_of_range(checkpoint, bits):
     assert_user_error(snn_compile(checkpoint, "--bits", bits), f"--bits {bits}", "1..8")
 
 
+@pytest.mark.parametrize("rate", ["-0.1", "1"])
+def test_channel_dropout_out_of_range(tmp_path, rate):
+    assert_user_error(snn_compile("train", "--channel-dropout", rate, "-o", tmp_path / "m.pt"),
+                      f"--channel-dropout must be in [0, 1), got {float(rate)}")
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_digital_target_takes_wide_weights(checkpoint, tmp_path):
     proc = snn_compile(checkpoint, "--target", "digital45nm", "--bits", "12", "--samples", "100",
                        "--energy-model", "spike", "-o", tmp_path / "digital")

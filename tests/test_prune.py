@@ -13,6 +13,7 @@ from targets import reference
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, Connection, Graph, Population
 from toolchain.passes.prune import Calibration, GramAccumulator, PruneOptions, prune
+from toolchain.passes.prune_search import greedy_prune
 from toolchain.passes.quantize import QuantizeOptions, quantize
 from toolchain.sweep import calibrate
 from toolchain.synaptic import accumulate
@@ -71,16 +72,23 @@ def test_mean_compensation_keeps_the_mean_drive_of_every_neuron_borders_included
     assert np.ptp(folded_bias[:4]) > 0  # the corner neurons of a padded convolution lose less than the centre
 
 
-def test_regression_compensation_moves_a_duplicate_units_drive_onto_its_twin():
-    """A unit that always fires with another is predicted exactly: its outgoing weights add onto the twin's."""
+def twin_neurons():
+    """A dense layer of 4 neurons where neuron 3 is neuron 0's twin, and input that makes every
+    neuron fire at its own times: (graph, inputs)."""
     rng = np.random.default_rng(0)
-    w_in = rng.uniform(0.1, 0.6, (4, 5))  # every neuron fires, at its own times
-    w_in[3] = w_in[0]  # neuron 3 is neuron 0's twin
+    w_in = rng.uniform(0.1, 0.6, (4, 5))
+    w_in[3] = w_in[0]
     pop = lambda name, n: Population(name, (n,), 0.0, 0.9, 1.0, 0.0)  # noqa: E731
     graph = Graph((5,), [pop("h", 4), pop("out", 2)],
                   [Connection(INPUT, "h", w_in), Connection("h", "out", rng.normal(size=(2, 4)))], "out", 8, 1e-3,
                   input_levels=1)
-    x = rng.integers(0, 2, (400, 8, 5))
+    return graph, rng.integers(0, 2, (400, 8, 5))
+
+
+def test_regression_compensation_moves_a_duplicate_units_drive_onto_its_twin():
+    """A unit that always fires with another is predicted exactly: its outgoing weights add onto the twin's."""
+    graph, x = twin_neurons()
+    w_in = graph.connections[0].weight
     calibration = calibrate(graph, x, gram=True)
     pruned = prune(graph, PruneOptions(0.25, "structured", "redundancy", "regression", ridge=1e-9), calibration)
     assert pruned.population("h").size == 3
@@ -157,6 +165,12 @@ def test_ratio_out_of_range(mlp, ratio):
         prune(mlp[1], PruneOptions(ratio))
 
 
+@pytest.mark.parametrize("ridge", [0.0, -0.3])
+def test_ridge_must_be_positive(ridge):
+    with pytest.raises(UserError, match=f"pruning ridge {ridge:g} must be positive"):
+        PruneOptions(0.2, "structured", "redundancy", "regression", ridge)
+
+
 def test_ratio_that_removes_a_whole_layer(mlp):
     _, graph = mlp
     with pytest.raises(UserError, match="remove every unit"):
@@ -173,3 +187,37 @@ def test_regression_compensation_needs_the_gram_matrices(mlp, digits):
     rates_only = Calibration(calibrate(mlp[1], digits.x_train[:50]).rates)
     with pytest.raises(UserError, match="need the calibration's Gram matrices"):
         prune(mlp[1], PruneOptions(0.2, "structured", "l1", "regression"), rates_only)
+
+
+def test_greedy_pruning_removes_the_units_the_deviation_misses_least_in_rounds():
+    """With a deviation that is the summed importance of the removed units, rounds of one unit
+    remove the least important ones, trying every remaining unit each round."""
+    rng = np.random.default_rng(1)
+    w_in = rng.normal(size=(20, 5))
+    pop = lambda name, n: Population(name, (n,), 0.0, 0.9, 1.0, 0.0)  # noqa: E731
+    graph = Graph((5,), [pop("h", 20), pop("out", 2)],
+                  [Connection(INPUT, "h", w_in), Connection("h", "out", rng.normal(size=(2, 20)))], "out", 4, 1e-3,
+                  input_levels=1)
+    importance = rng.permutation(20)
+    calls = []
+
+    def deviation(g):
+        kept = [int(np.flatnonzero(np.all(w_in == row, axis=1))[0]) for row in g.connections[0].weight]
+        calls.append(kept)
+        return float(importance.sum() - importance[kept].sum())
+
+    pruned = greedy_prune(graph, PruneOptions(0.3, "structured"), None, deviation)
+    kept = [int(np.flatnonzero(np.all(w_in == row, axis=1))[0]) for row in pruned.connections[0].weight]
+    assert sorted(importance[np.setdiff1d(np.arange(20), kept)]) == list(range(6))
+    assert len(calls) == sum(range(15, 21))  # six rounds of one unit (0.05 of 20), every remaining unit tried
+
+
+def test_greedy_pruning_finds_the_twin_and_keeps_the_output():
+    graph, x = twin_neurons()
+    w_in = graph.connections[0].weight
+    calibration = calibrate(graph, x, gram=True)
+    before = reference.run(graph, x).output
+    pruned = greedy_prune(graph, PruneOptions(0.25, "structured", compensation="regression", ridge=1e-9), calibration,
+                          lambda g: float(np.mean((reference.run(g, x).output - before) ** 2)))
+    assert sum(np.array_equal(w, w_in[0]) for w in pruned.connections[0].weight) == 1
+    assert np.array_equal(reference.run(pruned, x).output, before)

@@ -27,15 +27,17 @@ def test_per_channel_beats_per_tensor_on_uneven_channel_ranges(loihi2):
     assert errors["tensor"] > 0.9 and errors["channel"] < 0.2
 
 
-def test_sweep_has_every_requested_row(mlp, digits, loihi2):
+def test_sweep_has_every_requested_row(mlp, digits, loihi2, capsys):
     _, graph = mlp
     data = split_data(digits, calibration=128, validation=128, test_samples=150)
-    rows = run_sweep(graph, loihi2, data, [16, 8, 4], [0.2], methods=("baseline", "best"), workers=2,
-                     progress=False)
+    rows = run_sweep(graph, loihi2, data, [16, 8, 4], [0.2], methods=("baseline", "best"), workers=2)
     settings = {(r["method"], r["bits"], r["prune"]) for r in rows}
     expected = {("baseline", 32, 0.0)} | {(m, b, p) for m in ("baseline", "best") for b in (16, 8, 4)
                                          for p in (0.0, 0.2)} | {(m, 32, 0.2) for m in ("baseline", "best")}
     assert settings == expected and len(rows) == len(expected)
+    # without a terminal, progress is one line per finished setting
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sweep: ")]
+    assert sorted(int(line.split()[1].split("/")[0]) for line in progress) == list(range(1, len(rows) + 1))
     for row in rows:
         assert 0 <= row["accuracy"] <= 1 and row["samples"] == 150 and row["size_bits"] > 0
     by = {(r["method"], r["bits"], r["prune"]): r for r in rows}

@@ -104,6 +104,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--channel-dropout", type=float, default=0.0, help="silence each hidden channel for a whole "
+                   "sample with this probability while training, so that structured pruning costs less "
+                   "(default 0)")
     p.add_argument("-o", "--output", type=Path, default=Path("model.pt"), help="checkpoint path (default model.pt)")
     return p
 
@@ -377,11 +380,13 @@ def cmd_train(args) -> int:
 
     dataset = load_dataset(args.dataset, args.data_dir)
     _positive(steps=args.steps, epochs=args.epochs, batch_size=args.batch_size)
+    if not 0.0 <= args.channel_dropout < 1.0:
+        raise UserError(f"--channel-dropout must be in [0, 1), got {args.channel_dropout}")
     print(f"training {args.arch} on {dataset.name}: {len(dataset.x_train)} samples, {args.steps} steps, "
           f"{args.epochs} epochs, seed {args.seed}")
     model, metrics = train(dataset, TrainOptions(arch=args.arch, steps=args.steps, epochs=args.epochs,
                                                  batch_size=args.batch_size, learning_rate=args.lr,
-                                                 seed=args.seed))
+                                                 seed=args.seed, channel_dropout=args.channel_dropout))
     save_checkpoint(model, args.output, dataset=dataset.name, levels=dataset.levels, metrics=metrics)
     print(f"float test accuracy {metrics['test_accuracy']:.4f}; saved {args.output}")
     return 0

@@ -10,7 +10,8 @@ Three methods per setting, so comparisons are honest:
   estimator, per-channel steps), then the same grid on the chip.
 - ``best``: candidate option sets (step choice, per-tensor or per-channel
   groups, bias correction; structured pruning ranked by L1, activity or
-  redundancy, with mean or least-squares regression compensation) are scored
+  redundancy, with mean or least-squares regression compensation, or chosen
+  greedily in rounds by the readout's deviation) are scored
   on a validation split of the *training* data, and the winner is evaluated
   on the test split; the chosen options are reported with every row. The
   score is how far a candidate's readout moves from the uncompressed model's,
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -41,6 +42,7 @@ from toolchain.ir import INPUT, Graph
 from toolchain.evaluate import cost_report
 from toolchain.passes.partition import partition
 from toolchain.passes.prune import Calibration, GramAccumulator, PruneOptions, check_ratio, prunable, prune
+from toolchain.passes.prune_search import greedy_prune
 from toolchain.passes.quantize import DIGITAL_MAX_BITS, QuantizeOptions, fake_quantize, quantize
 from toolchain.report import classification_metrics, model_size_bits, model_size_bits_float
 
@@ -190,9 +192,11 @@ def _pruned(graph: Graph, ratio: float, method: str, calibration: Calibration | 
     # "best" and "finetuned" share the calibrated, compensated structured pruning
     candidates = {f"structured/{o.rank}/{o.compensation}": prune(graph, replace(o, ratio=ratio), calibration)
                   for o in PRUNE_CANDIDATES}
-
     unpruned = _readout(reference.run(graph, data.validation_x))
-    name = min(candidates, key=lambda k: _deviation(reference.run(candidates[k], data.validation_x), unpruned))
+    deviation = lambda g: _deviation(reference.run(g, data.validation_x), unpruned)  # noqa: E731
+    candidates["structured/greedy/regression"] = greedy_prune(
+        graph, PruneOptions(ratio, "structured", compensation="regression"), calibration, deviation)
+    name = min(candidates, key=lambda k: deviation(candidates[k]))
     return candidates[name], name
 
 
@@ -226,10 +230,18 @@ def run_sweep(graph: Graph, chip, data: SweepData, bits: list[int], ratios: list
     settings = sweep_settings(bits, ratios, methods, grid)
     workers = workers or min(len(settings), os.cpu_count() or 1)
     from tqdm import tqdm
+    bar = tqdm(total=len(settings), desc="sweep", unit="setting", disable=None if progress else True)
     with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
         futures = [pool.submit(evaluate_setting, graph, chip, data, b, r, m, finetune_epochs)
                    for b, r, m in settings]
-        rows = [f.result() for f in tqdm(futures, desc="sweep", unit="setting", disable=None if progress else True)]
+        for done, future in enumerate(as_completed(futures), 1):
+            row = future.result()
+            bar.update()
+            if progress and bar.disable:  # no terminal (a log, CI): one line per finished setting instead
+                print(f"sweep: {done}/{len(settings)} {row['method']} {row['bits']} bits, prune {row['prune']}: "
+                      f"accuracy {row['accuracy']:.4f}", flush=True)
+        rows = [f.result() for f in futures]
+    bar.close()
     float_accuracy = rows[0]["accuracy"]
     float_size = rows[0]["size_bits"]
     for row in rows:

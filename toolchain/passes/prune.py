@@ -51,6 +51,10 @@ class PruneOptions:
     compensation: Literal["mean", "regression"] = "mean"
     ridge: float = RIDGE
 
+    def __post_init__(self):
+        if not self.ridge > 0:  # zero leaves the fit singular whenever a kept unit never fired
+            raise UserError(f"pruning ridge {self.ridge:g} must be positive")
+
 
 @dataclass
 class Calibration:
@@ -103,10 +107,6 @@ def _zero_smallest(conn: Connection, ratio: float) -> Connection:
     return replace(conn, weight=np.where(np.abs(conn.weight) <= cut, 0.0, conn.weight))
 
 
-def _unit_count(pop: Population, convolutional: bool) -> int:
-    return pop.shape[0] if convolutional else pop.size
-
-
 def prunable(graph: Graph) -> list[str]:
     """Populations structured pruning thins: all but the output."""
     return [p.name for p in graph.populations if p.name != graph.output]
@@ -133,9 +133,8 @@ class GramAccumulator:
             self.gram += (x.T @ x).double().numpy()
 
 
-def _unit_scores(graph: Graph, pop: Population, convolutional: bool, options: PruneOptions,
-                 calibration: Calibration | None) -> np.ndarray:
-    units = _unit_count(pop, convolutional)
+def _unit_scores(graph: Graph, pop: Population, options: PruneOptions, calibration: Calibration | None) -> np.ndarray:
+    convolutional, units = _convolutional(graph, pop.name), unit_count(graph, pop.name)
     if options.rank == "activity":
         per_neuron = np.asarray(calibration.rates[pop.name], dtype=np.float64)
         return per_neuron.reshape(units, -1).sum(axis=1)
@@ -151,20 +150,44 @@ def _unit_scores(graph: Graph, pop: Population, convolutional: bool, options: Pr
 
 
 def _prune_units(graph: Graph, options: PruneOptions, calibration: Calibration | None) -> Graph:
-    keep: dict[str, np.ndarray] = {}  # population -> kept neuron indices (flattened)
-    kept_channels: dict[str, np.ndarray] = {}  # population -> kept units (channels or neurons)
-    units: dict[str, int] = {}
-    convolutional = {pop.name for pop in graph.populations if any(c.kind == "conv" for c in graph.incoming(pop.name))}
-    for pop in map(graph.population, prunable(graph)):
-        units[pop.name] = _unit_count(pop, pop.name in convolutional)
-        removed = int(round(options.ratio * units[pop.name]))
-        if removed >= units[pop.name]:
-            raise UserError(f"pruning {options.ratio:g} would remove every unit of layer {pop.name}")
-        order = np.argsort(_unit_scores(graph, pop, pop.name in convolutional, options, calibration), kind="stable")
-        kept_units = np.sort(order[removed:])
-        per_unit = pop.size // units[pop.name]
-        keep[pop.name] = (kept_units[:, None] * per_unit + np.arange(per_unit)).ravel()
-        kept_channels[pop.name] = kept_units
+    removed = {}
+    for name in prunable(graph):
+        units = unit_count(graph, name)
+        count = removal_count(name, units, options.ratio)
+        scores = _unit_scores(graph, graph.population(name), options, calibration)
+        removed[name] = np.argsort(scores, kind="stable")[:count]
+    return remove_units(graph, removed, options, calibration)
+
+
+def _convolutional(graph: Graph, name: str) -> bool:
+    return any(c.kind == "conv" for c in graph.incoming(name))
+
+
+def unit_count(graph: Graph, name: str) -> int:
+    """Units structured pruning removes from a population: channels of a convolution's output,
+    otherwise neurons."""
+    pop = graph.population(name)
+    return pop.shape[0] if _convolutional(graph, name) else pop.size
+
+
+def removal_count(name: str, units: int, ratio: float) -> int:
+    removed = int(round(ratio * units))
+    if removed >= units:
+        raise UserError(f"pruning {ratio:g} would remove every unit of layer {name}")
+    return removed
+
+
+def remove_units(graph: Graph, removed: dict[str, np.ndarray], options: PruneOptions,
+                 calibration: Calibration | None = None) -> Graph:
+    """``graph`` without the given units (population -> unit indices); with ``calibration``,
+    what they gave the next layers is compensated as ``options.compensation`` says."""
+    removed = {name: gone for name, gone in removed.items() if len(gone)}
+    units = {name: unit_count(graph, name) for name in removed}
+    kept_channels = {name: np.setdiff1d(np.arange(units[name]), gone) for name, gone in removed.items()}
+    keep = {}  # population -> kept neuron indices (flattened)
+    for name, kept_units in kept_channels.items():
+        per_unit = graph.population(name).size // units[name]
+        keep[name] = (kept_units[:, None] * per_unit + np.arange(per_unit)).ravel()
     if calibration is not None:
         graph = _fold_removed(graph, kept_channels, units, calibration, options)
     populations = []
@@ -173,7 +196,7 @@ def _prune_units(graph: Graph, options: PruneOptions, calibration: Calibration |
             populations.append(pop)
             continue
         kept = keep[pop.name]
-        shape = (len(kept_channels[pop.name]),) + pop.shape[1:] if pop.name in convolutional else (len(kept),)
+        shape = (len(kept_channels[pop.name]),) + pop.shape[1:] if _convolutional(graph, pop.name) else (len(kept),)
         populations.append(Population(pop.name, shape, pop.alpha[kept], pop.beta[kept], pop.threshold[kept],
                                       pop.bias[kept], pop.spiking, pop.reset, pop.model))
     connections = [_slice_connection(graph, c, keep) for c in graph.connections]
