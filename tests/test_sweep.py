@@ -9,7 +9,7 @@ from targets import reference
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, Connection, Graph, Population
 from toolchain.passes.quantize import QuantizeOptions, fake_quantize, quantize
-from toolchain.sweep import check_settings, run_sweep, split_data, sweep_settings
+from toolchain.sweep import check_settings, evaluate_setting, run_sweep, split_data, sweep_settings
 
 
 def test_per_channel_beats_per_tensor_on_uneven_channel_ranges(loihi2):
@@ -47,6 +47,12 @@ def test_sweep_has_every_requested_row(mlp, digits, loihi2, capsys):
     assert all(row["loihi_latency_us"] > 0 for row in rows if row["bits"] <= 8)
     # structured pruning removes neurons, so the chip spends less on them
     assert by[("best", 4, 0.2)]["loihi_energy_nj"] < by[("best", 4, 0.0)]["loihi_energy_nj"]
+
+
+def test_greedy_pruning_search_can_be_left_out(mlp, digits, loihi2):
+    data = split_data(digits, calibration=128, validation=128, test_samples=150)
+    row = evaluate_setting(mlp[1], loihi2, data, None, 0.2, "best", prune_search=False)
+    assert row["pruning"].startswith("structured/") and "greedy" not in row["pruning"]
 
 
 def test_axes_grid_is_the_seeds_study():

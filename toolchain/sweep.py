@@ -120,11 +120,11 @@ def _compile_and_run(graph: Graph, chip, bits: int, options: QuantizeOptions, ra
 
 
 def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, ratio: float, method: str,
-                     finetune_epochs: int = 0) -> dict:
+                     finetune_epochs: int = 0, prune_search: bool = True) -> dict:
     """One row: prune, quantize (or fine-tune then quantize), run on the test split, measure."""
     compensated = method != "baseline" and ratio > 0
     calibration = calibrate(graph, data.calibration, gram=True) if compensated else None
-    pruned, prune_choice = _pruned(graph, ratio, method, calibration, data)
+    pruned, prune_choice = _pruned(graph, ratio, method, calibration, data, prune_search)
     if method == "finetuned":
         tuned = finetune(pruned, data.train_x, data.train_y,
                          FinetuneOptions(bits or DIGITAL_MAX_BITS, epochs=finetune_epochs, granularity="channel",
@@ -184,7 +184,8 @@ PRUNE_CANDIDATES = [PruneOptions(0.0, "structured", rank, compensation)
                                                                 ("mean", "regression"))]
 
 
-def _pruned(graph: Graph, ratio: float, method: str, calibration: Calibration | None, data: SweepData):
+def _pruned(graph: Graph, ratio: float, method: str, calibration: Calibration | None, data: SweepData,
+            search: bool):
     if ratio == 0:
         return graph, "none"
     if method == "baseline":
@@ -194,8 +195,9 @@ def _pruned(graph: Graph, ratio: float, method: str, calibration: Calibration | 
                   for o in PRUNE_CANDIDATES}
     unpruned = _readout(reference.run(graph, data.validation_x))
     deviation = lambda g: _deviation(reference.run(g, data.validation_x), unpruned)  # noqa: E731
-    candidates["structured/greedy/regression"] = greedy_prune(
-        graph, PruneOptions(ratio, "structured", compensation="regression"), calibration, deviation)
+    if search:
+        candidates["structured/greedy/regression"] = greedy_prune(
+            graph, PruneOptions(ratio, "structured", compensation="regression"), calibration, deviation)
     name = min(candidates, key=lambda k: deviation(candidates[k]))
     return candidates[name], name
 
@@ -222,8 +224,9 @@ def sweep_settings(bits: list[int], ratios: list[float], methods, grid: str = "c
 
 def run_sweep(graph: Graph, chip, data: SweepData, bits: list[int], ratios: list[float],
               methods=("baseline", "best"), workers: int | None = None, progress: bool = True,
-              finetune_epochs: int = 0, grid: str = "cross") -> list[dict]:
-    """One row per setting of ``sweep_settings``, evaluated in parallel processes."""
+              finetune_epochs: int = 0, grid: str = "cross", prune_search: bool = True) -> list[dict]:
+    """One row per setting of ``sweep_settings``, evaluated in parallel processes. ``prune_search``:
+    also try the greedy choice of pruned units (one validation run per remaining unit per round)."""
     check_settings(bits, ratios)
     if finetune_epochs > 0 and "finetuned" not in methods:
         methods = tuple(methods) + ("finetuned",)
@@ -232,7 +235,7 @@ def run_sweep(graph: Graph, chip, data: SweepData, bits: list[int], ratios: list
     from tqdm import tqdm
     bar = tqdm(total=len(settings), desc="sweep", unit="setting", disable=None if progress else True)
     with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
-        futures = [pool.submit(evaluate_setting, graph, chip, data, b, r, m, finetune_epochs)
+        futures = [pool.submit(evaluate_setting, graph, chip, data, b, r, m, finetune_epochs, prune_search)
                    for b, r, m in settings]
         for done, future in enumerate(as_completed(futures), 1):
             row = future.result()

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from toolchain.ir import Graph
 from toolchain.passes.prune import (Calibration, PruneOptions, check_ratio, prunable, removal_count,
@@ -24,8 +23,8 @@ from toolchain.passes.prune import (Calibration, PruneOptions, check_ratio, prun
 ROUND = 0.05  # share of each layer's units removed per round
 
 
-def greedy_prune(graph: Graph, options: PruneOptions, calibration: Calibration | None, deviation: Callable[[Graph], float],
-                 round_share: float = ROUND, progress: bool = False) -> Graph:
+def greedy_prune(graph: Graph, options: PruneOptions, calibration: Calibration | None,
+                 deviation: Callable[[Graph], float], round_share: float = ROUND) -> Graph:
     """``graph`` pruned by ``options.ratio`` per layer, in rounds of ``round_share``: each round
     removes, layer by layer, the units whose removal (with ``options.compensation`` when
     ``calibration`` is given) gives the lowest ``deviation``."""
@@ -36,8 +35,6 @@ def greedy_prune(graph: Graph, options: PruneOptions, calibration: Calibration |
     targets = {name: removal_count(name, units, options.ratio) for name, units in layers.items()}
     removed = {name: np.zeros(0, dtype=int) for name in layers}
     rounds = int(np.ceil(options.ratio / round_share - 1e-9))
-    bar = tqdm(total=sum(targets.values()), desc=f"pruning {options.ratio:g}", unit="unit",
-               disable=None if progress else True)
     for r in range(1, rounds + 1):
         share = min(r * round_share, options.ratio)
         for name, units in layers.items():
@@ -48,6 +45,4 @@ def greedy_prune(graph: Graph, options: PruneOptions, calibration: Calibration |
             scores = [deviation(remove_units(graph, {**removed, name: np.append(removed[name], c)}, options,
                                              calibration)) for c in candidates]
             removed[name] = np.sort(np.append(removed[name], candidates[np.argsort(scores, kind="stable")[:need]]))
-            bar.update(need)
-    bar.close()
     return remove_units(graph, removed, options, calibration)
