@@ -120,10 +120,13 @@ def _compile_and_run(graph: Graph, chip, bits: int, options: QuantizeOptions, ra
 
 
 def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, ratio: float, method: str,
-                     finetune_epochs: int = 0, prune_search: bool = True) -> dict:
-    """One row: prune, quantize (or fine-tune then quantize), run on the test split, measure."""
-    compensated = method != "baseline" and ratio > 0
-    calibration = calibrate(graph, data.calibration, gram=True) if compensated else None
+                     finetune_epochs: int = 0, prune_search: bool = True,
+                     calibration: Calibration | None = None) -> dict:
+    """One row: prune, quantize (or fine-tune then quantize), run on the test split, measure.
+    ``calibration``: the uncompressed graph's calibration run with its Gram matrices, the same
+    for every row (computed here when not given and the row needs it)."""
+    if calibration is None:
+        calibration = _shared_calibration(graph, data, [(bits, ratio, method)])
     pruned, prune_choice = _pruned(graph, ratio, method, calibration, data, prune_search)
     if method == "finetuned":
         tuned = finetune(pruned, data.train_x, data.train_y,
@@ -137,7 +140,7 @@ def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, rati
     else:
         options, rates = BASELINE_QUANT, None
         if method == "best":
-            rates = calibrate(pruned, data.calibration).rates
+            rates = calibration.rates if ratio == 0 else calibrate(pruned, data.calibration).rates
             unquantized = _readout(reference.run(pruned, data.validation_x))
             options = min(QUANT_CANDIDATES, key=lambda o: _deviation(_compile_and_run(
                 pruned, chip, bits, o, rates, data.validation_x)[1], unquantized))
@@ -155,6 +158,18 @@ def evaluate_setting(graph: Graph, chip, data: SweepData, bits: int | None, rati
                                      / result.samples)
     row.update(_costs(program, pruned, result, chip, bits))
     return row
+
+
+def _shared_calibration(graph: Graph, data: SweepData, settings, progress: bool = False) -> Calibration | None:
+    """The uncompressed graph's calibration run, if any of ``settings`` reads it: with the Gram
+    matrices for compensated pruning, rates alone for quantization candidates of unpruned rows."""
+    gram = any(method != "baseline" and ratio > 0 for _, ratio, method in settings)
+    rates = any(method == "best" and bits is not None and ratio == 0 for bits, ratio, method in settings)
+    if not (gram or rates):
+        return None
+    if progress:
+        print(f"calibrating on {len(data.calibration)} training images", flush=True)
+    return calibrate(graph, data.calibration, gram=gram)
 
 
 def _costs(program, graph: Graph, result, chip, bits: int | None) -> dict:
@@ -232,10 +247,12 @@ def run_sweep(graph: Graph, chip, data: SweepData, bits: list[int], ratios: list
         methods = tuple(methods) + ("finetuned",)
     settings = sweep_settings(bits, ratios, methods, grid)
     workers = workers or min(len(settings), os.cpu_count() or 1)
+    calibration = _shared_calibration(graph, data, settings, progress)
     from tqdm import tqdm
     bar = tqdm(total=len(settings), desc="sweep", unit="setting", disable=None if progress else True)
     with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
-        futures = [pool.submit(evaluate_setting, graph, chip, data, b, r, m, finetune_epochs, prune_search)
+        futures = [pool.submit(evaluate_setting, graph, chip, data, b, r, m, finetune_epochs, prune_search,
+                               calibration)
                    for b, r, m in settings]
         for done, future in enumerate(as_completed(futures), 1):
             row = future.result()
