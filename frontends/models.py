@@ -19,22 +19,28 @@ from torch import nn
 ARCHITECTURES = ("mlp", "csnn")
 
 
-def default_config(arch: str, input_shape, classes: int, channel_dropout: float = 0.0) -> dict:
+def default_config(arch: str, input_shape, classes: int, channel_dropout: float = 0.0,
+                   widths: list[int] | None = None) -> dict:
     """The default recipe for an architecture, scaled to the input size.
 
+    ``widths``: the hidden layers' sizes (an MLP's neurons, a CSNN's channels)
+    in place of the recipe's, since how wide a network is decides how much
+    of it pruning can take away.
     ``channel_dropout``: while training, silence each hidden channel (a dense
     layer's neuron) for a whole sample with this probability, so that no unit
     is indispensable and structured pruning later costs less accuracy.
     """
     if not 0.0 <= channel_dropout < 1.0:
         raise ValueError(f"channel dropout must be in [0, 1), got {channel_dropout}")
+    if widths is not None and (not widths or min(widths) < 1):
+        raise ValueError(f"widths must be one or more positive sizes, got {widths}")
     side = input_shape[-1]
     if arch == "mlp":
-        return {"arch": "mlp", "hidden": [128], "beta": 0.9, "threshold": 1.0, "readout": "spikes",
+        return {"arch": "mlp", "hidden": list(widths or [128]), "beta": 0.9, "threshold": 1.0, "readout": "spikes",
                 "channel_dropout": channel_dropout}
     if arch == "csnn":
         small = side < 16
-        return {"arch": "csnn", "channels": [16, 32] if small else [32, 64],
+        return {"arch": "csnn", "channels": list(widths or ([16, 32] if small else [32, 64])),
                 "kernel": 3 if small else 5, "padding": 1 if small else 0,
                 "batchnorm": True, "pool": 2, "beta": 0.5, "threshold": 1.0, "channel_dropout": channel_dropout}
     raise ValueError(f"unknown architecture {arch!r}")

@@ -22,6 +22,7 @@ class TrainOptions:
     learning_rate: float = 2e-3
     seed: int = 0
     channel_dropout: float = 0.0
+    widths: list[int] | None = None
     progress: bool = True
 
 
@@ -29,7 +30,8 @@ def train(dataset: Dataset, options: TrainOptions) -> tuple[SpikingNetwork, dict
     """Train with Adam and a cosine schedule on spike-count cross entropy."""
     torch.manual_seed(options.seed)
     np.random.seed(options.seed)
-    config = default_config(options.arch, dataset.input_shape, dataset.classes, options.channel_dropout)
+    config = default_config(options.arch, dataset.input_shape, dataset.classes, options.channel_dropout,
+                            options.widths)
     model = SpikingNetwork(config, dataset.input_shape, dataset.classes, options.steps)
     x = torch.as_tensor(dataset.x_train, dtype=torch.float32) / dataset.levels
     train_accuracy = fit(model, x, torch.as_tensor(dataset.y_train), options.epochs, options.batch_size,

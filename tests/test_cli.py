@@ -91,6 +91,13 @@ def test_channel_dropout_out_of_range(tmp_path, rate):
     assert not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.parametrize("widths", ["", "16,0", "16,x"])
+def test_bad_widths_are_refused(tmp_path, widths):
+    message = "expected comma-separated numbers" if "x" in widths else "must be one or more positive sizes"
+    assert_user_error(snn_compile("train", "--widths", widths, "-o", tmp_path / "m.pt"), "--widths", message)
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_digital_target_takes_wide_weights(checkpoint, tmp_path):
     proc = snn_compile(checkpoint, "--target", "digital45nm", "--bits", "12", "--samples", "100",
                        "--energy-model", "spike", "-o", tmp_path / "digital")

@@ -46,3 +46,18 @@ def test_channel_dropout_is_off_when_evaluating():
 def test_channel_dropout_out_of_range_is_refused(rate):
     with pytest.raises(ValueError, match=r"channel dropout must be in \[0, 1\)"):
         default_config("csnn", (1, 28, 28), 10, rate)
+
+
+def test_widths_replace_the_recipes_hidden_sizes():
+    csnn = SpikingNetwork(default_config("csnn", (1, 28, 28), 10, widths=[8, 24]), (1, 28, 28), 10, 4)
+    assert [block.synapse[0].out_channels for block in csnn.blocks[:-1]] == [8, 24]
+    assert csnn.blocks[-1].synapse[1].in_features == 24 * 4 * 4
+    mlp = SpikingNetwork(default_config("mlp", (1, 8, 8), 10, widths=[40, 20]), (1, 8, 8), 10, 4)
+    assert [block.synapse[-1].out_features for block in mlp.blocks] == [40, 20, 10]
+    assert mlp(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("widths", [[], [16, 0]])
+def test_empty_or_zero_widths_are_refused(widths):
+    with pytest.raises(ValueError, match="widths must be one or more positive sizes"):
+        default_config("csnn", (1, 28, 28), 10, widths=widths)

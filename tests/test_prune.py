@@ -212,6 +212,36 @@ def test_greedy_pruning_removes_the_units_the_deviation_misses_least_in_rounds()
     assert len(calls) == sum(range(15, 21))  # six rounds of one unit (0.05 of 20), every remaining unit tried
 
 
+def test_greedy_pruning_with_a_cap_tries_only_the_units_ranked_first():
+    """With ``max_candidates`` each round tries the remaining units with the smallest weights (the
+    options' L1 rank), so a search over a wide layer costs rounds x cap trials."""
+    rng = np.random.default_rng(2)
+    w_in = rng.normal(size=(20, 5)) * rng.permutation(np.arange(1, 21))[:, None]
+    pop = lambda name, n: Population(name, (n,), 0.0, 0.9, 1.0, 0.0)  # noqa: E731
+    graph = Graph((5,), [pop("h", 20), pop("out", 2)],
+                  [Connection(INPUT, "h", w_in), Connection("h", "out", rng.normal(size=(2, 20)))], "out", 4, 1e-3,
+                  input_levels=1)
+    by_l1 = list(np.argsort(np.abs(w_in).sum(axis=1)))
+    tried = []
+
+    def deviation(g):
+        kept = [int(np.flatnonzero(np.all(w_in == row, axis=1))[0]) for row in g.connections[0].weight]
+        tried.append(set(range(20)) - set(kept))
+        return float(-np.abs(w_in[list(tried[-1])]).sum())  # prefers the largest of those tried
+
+    pruned = greedy_prune(graph, PruneOptions(0.2, "structured", "l1"), None, deviation, max_candidates=3)
+    assert len(tried) == 4 * 3  # four rounds of one unit, three candidates each
+    removed = []
+    for r in range(4):
+        candidates = {u for t in tried[3 * r:3 * r + 3] for u in t} - set(removed)
+        assert candidates == set([u for u in by_l1 if u not in removed][:3])
+        removed.append(max(candidates, key=lambda u: np.abs(w_in[u]).sum()))
+    kept = [int(np.flatnonzero(np.all(w_in == row, axis=1))[0]) for row in pruned.connections[0].weight]
+    assert set(kept) == set(range(20)) - set(removed)
+    with pytest.raises(ValueError, match="max candidates must be positive"):
+        greedy_prune(graph, PruneOptions(0.2, "structured"), None, deviation, max_candidates=0)
+
+
 def test_greedy_pruning_finds_the_twin_and_keeps_the_output():
     graph, x = twin_neurons()
     w_in = graph.connections[0].weight

@@ -104,6 +104,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--widths", help="comma-separated hidden layer sizes: the MLP's neurons or the CSNN's "
+                   "convolution channels (default: 128 for the MLP; 32,64 for the CSNN, 16,32 on inputs under 16 "
+                   "pixels)")
     p.add_argument("--channel-dropout", type=float, default=0.0, help="silence each hidden channel for a whole "
                    "sample with this probability while training, so that structured pruning costs less "
                    "(default 0)")
@@ -386,11 +389,15 @@ def cmd_train(args) -> int:
     _positive(steps=args.steps, epochs=args.epochs, batch_size=args.batch_size)
     if not 0.0 <= args.channel_dropout < 1.0:
         raise UserError(f"--channel-dropout must be in [0, 1), got {args.channel_dropout}")
+    widths = None if args.widths is None else _number_list(args.widths, int, "--widths")
+    if widths is not None and (not widths or min(widths) < 1):
+        raise UserError(f"--widths must be one or more positive sizes, got {args.widths!r}")
     print(f"training {args.arch} on {dataset.name}: {len(dataset.x_train)} samples, {args.steps} steps, "
           f"{args.epochs} epochs, seed {args.seed}")
     model, metrics = train(dataset, TrainOptions(arch=args.arch, steps=args.steps, epochs=args.epochs,
                                                  batch_size=args.batch_size, learning_rate=args.lr,
-                                                 seed=args.seed, channel_dropout=args.channel_dropout))
+                                                 seed=args.seed, channel_dropout=args.channel_dropout,
+                                                 widths=widths))
     save_checkpoint(model, args.output, dataset=dataset.name, levels=dataset.levels, metrics=metrics)
     print(f"float test accuracy {metrics['test_accuracy']:.4f}; saved {args.output}")
     return 0

@@ -133,7 +133,8 @@ class GramAccumulator:
             self.gram += (x.T @ x).double().numpy()
 
 
-def _unit_scores(graph: Graph, pop: Population, options: PruneOptions, calibration: Calibration | None) -> np.ndarray:
+def unit_scores(graph: Graph, pop: Population, options: PruneOptions, calibration: Calibration | None) -> np.ndarray:
+    """Per unit of ``pop``, how much it matters by ``options.rank``: the lowest go first."""
     convolutional, units = _convolutional(graph, pop.name), unit_count(graph, pop.name)
     if options.rank == "activity":
         per_neuron = np.asarray(calibration.rates[pop.name], dtype=np.float64)
@@ -154,7 +155,7 @@ def _prune_units(graph: Graph, options: PruneOptions, calibration: Calibration |
     for name in prunable(graph):
         units = unit_count(graph, name)
         count = removal_count(name, units, options.ratio)
-        scores = _unit_scores(graph, graph.population(name), options, calibration)
+        scores = unit_scores(graph, graph.population(name), options, calibration)
         removed[name] = np.argsort(scores, kind="stable")[:count]
     return remove_units(graph, removed, options, calibration)
 
