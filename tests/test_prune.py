@@ -189,25 +189,35 @@ def test_regression_compensation_needs_the_gram_matrices(mlp, digits):
         prune(mlp[1], PruneOptions(0.2, "structured", "l1", "regression"), rates_only)
 
 
+def _twenty_unit_layer(w_in: np.ndarray, rng) -> Graph:
+    """Input (5) -> hidden layer "h" of 20 neurons with incoming weights ``w_in`` -> 2 outputs."""
+    pop = lambda name, n: Population(name, (n,), 0.0, 0.9, 1.0, 0.0)  # noqa: E731
+    return Graph((5,), [pop("h", 20), pop("out", 2)],
+                 [Connection(INPUT, "h", w_in), Connection("h", "out", rng.normal(size=(2, 20)))], "out", 4, 1e-3,
+                 input_levels=1)
+
+
+def _kept_rows(graph: Graph, w_in: np.ndarray) -> list[int]:
+    """Which of the original hidden neurons (rows of ``w_in``) a pruned graph kept."""
+    return [int(np.flatnonzero(np.all(w_in == row, axis=1))[0]) for row in graph.connections[0].weight]
+
+
 def test_greedy_pruning_removes_the_units_the_deviation_misses_least_in_rounds():
     """With a deviation that is the summed importance of the removed units, rounds of one unit
     remove the least important ones, trying every remaining unit each round."""
     rng = np.random.default_rng(1)
     w_in = rng.normal(size=(20, 5))
-    pop = lambda name, n: Population(name, (n,), 0.0, 0.9, 1.0, 0.0)  # noqa: E731
-    graph = Graph((5,), [pop("h", 20), pop("out", 2)],
-                  [Connection(INPUT, "h", w_in), Connection("h", "out", rng.normal(size=(2, 20)))], "out", 4, 1e-3,
-                  input_levels=1)
+    graph = _twenty_unit_layer(w_in, rng)
     importance = rng.permutation(20)
     calls = []
 
     def deviation(g):
-        kept = [int(np.flatnonzero(np.all(w_in == row, axis=1))[0]) for row in g.connections[0].weight]
+        kept = _kept_rows(g, w_in)
         calls.append(kept)
         return float(importance.sum() - importance[kept].sum())
 
     pruned = greedy_prune(graph, PruneOptions(0.3, "structured"), None, deviation)
-    kept = [int(np.flatnonzero(np.all(w_in == row, axis=1))[0]) for row in pruned.connections[0].weight]
+    kept = _kept_rows(pruned, w_in)
     assert sorted(importance[np.setdiff1d(np.arange(20), kept)]) == list(range(6))
     assert len(calls) == sum(range(15, 21))  # six rounds of one unit (0.05 of 20), every remaining unit tried
 
@@ -217,15 +227,12 @@ def test_greedy_pruning_with_a_cap_tries_only_the_units_ranked_first():
     options' L1 rank), so a search over a wide layer costs rounds x cap trials."""
     rng = np.random.default_rng(2)
     w_in = rng.normal(size=(20, 5)) * rng.permutation(np.arange(1, 21))[:, None]
-    pop = lambda name, n: Population(name, (n,), 0.0, 0.9, 1.0, 0.0)  # noqa: E731
-    graph = Graph((5,), [pop("h", 20), pop("out", 2)],
-                  [Connection(INPUT, "h", w_in), Connection("h", "out", rng.normal(size=(2, 20)))], "out", 4, 1e-3,
-                  input_levels=1)
+    graph = _twenty_unit_layer(w_in, rng)
     by_l1 = list(np.argsort(np.abs(w_in).sum(axis=1)))
     tried = []
 
     def deviation(g):
-        kept = [int(np.flatnonzero(np.all(w_in == row, axis=1))[0]) for row in g.connections[0].weight]
+        kept = _kept_rows(g, w_in)
         tried.append(set(range(20)) - set(kept))
         return float(-np.abs(w_in[list(tried[-1])]).sum())  # prefers the largest of those tried
 
@@ -236,7 +243,7 @@ def test_greedy_pruning_with_a_cap_tries_only_the_units_ranked_first():
         candidates = {u for t in tried[3 * r:3 * r + 3] for u in t} - set(removed)
         assert candidates == set([u for u in by_l1 if u not in removed][:3])
         removed.append(max(candidates, key=lambda u: np.abs(w_in[u]).sum()))
-    kept = [int(np.flatnonzero(np.all(w_in == row, axis=1))[0]) for row in pruned.connections[0].weight]
+    kept = _kept_rows(pruned, w_in)
     assert set(kept) == set(range(20)) - set(removed)
     with pytest.raises(ValueError, match="max candidates must be positive"):
         greedy_prune(graph, PruneOptions(0.2, "structured"), None, deviation, max_candidates=0)
