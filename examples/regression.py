@@ -26,6 +26,7 @@ from targets.chips import load_chip
 from targets.loihi2 import run
 from toolchain.driver import build_pipeline, compile_graph, load_model
 from toolchain.evaluate import cost_report
+from toolchain.passes.quantize import QuantizeOptions
 
 COMBINATIONS = [("direct", "rate"), ("direct", "membrane"), ("bernoulli", "rate"), ("bernoulli", "membrane"),
                 ("ttfs", "first-spike"), ("ttfs", "membrane"), ("population", "population-vote"),
@@ -43,7 +44,7 @@ def evaluate(task, options: RegressionOptions) -> dict:
         path = save_checkpoint(model, Path(tmp) / "regressor.pt", dataset=None, levels=encoder.output_levels(),
                                coding=coding)
         graph = load_model(path).graph
-    program = compile_graph(graph, build_pipeline(chip, 8))
+    program = compile_graph(graph, build_pipeline(chip, QuantizeOptions(8)))
     assert json.loads(program.metadata["source"]["coding"]) == coding  # the program carries its coding
     x = encoder.encode(task.x_test)
     row = {"encoder": options.encoder, "decoder": options.decoder}

@@ -108,6 +108,47 @@ def test_digital_target_takes_wide_weights(checkpoint, tmp_path):
     assert_user_error(snn_compile(checkpoint, "--target", "digital45nm", "--bits", "17"), "1..16")
 
 
+def test_compile_prunes_structurally_and_the_program_shrinks(checkpoint, tmp_path):
+    proc = snn_compile(checkpoint, "--prune", "0.3", "-o", tmp_path / "pruned")
+    assert proc.returncode == 0, proc.stderr
+    pruned = json.loads((tmp_path / "pruned" / "report.json").read_text())
+    assert snn_compile(checkpoint, "-o", tmp_path / "full").returncode == 0
+    full = json.loads((tmp_path / "full" / "report.json").read_text())
+    assert pruned["passes"][0] == ("prune(ratio=0.3, method=structured, rank=redundancy, compensation=regression, "
+                                   "calibration_samples=256)")
+    assert [layer["neurons"] for layer in pruned["program"]["layers"]] == [128 - 38, 10]
+    synapses = lambda report: sum(layer["synapses"] for layer in report["program"]["layers"])  # noqa: E731
+    assert synapses(pruned) < 0.75 * synapses(full)
+    assert pruned["size"]["quantized_bits"] < 0.75 * full["size"]["quantized_bits"]
+    memory = lambda report: sum(layer["synapse_memory_bits_max"] for layer in report["mapping"]["layers"])  # noqa: E731
+    assert memory(pruned) < memory(full)
+    accuracy = pruned["accuracy"]
+    assert accuracy["float"] == full["accuracy"]["float"]  # measured against the model as trained
+    assert accuracy["loihi2"]["accuracy"] >= accuracy["float"]["accuracy"] - 0.04
+
+
+def test_compile_takes_the_calibrated_quantization_options(checkpoint, tmp_path):
+    proc = snn_compile(checkpoint, "--bits", "4", "--weight-scale", "output-mse", "--granularity", "channel",
+                       "--bias-correction", "-o", tmp_path / "q4")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "q4" / "report.json").read_text())
+    assert report["passes"][0] == "quantize(bits=4, weight_scale=output-mse, granularity=channel, bias_correction=True)"
+    assert report["program"]["layers"][0]["groups"] > 1  # per-channel steps: a neuron group per channel
+    assert report["accuracy"]["loihi2"]["accuracy"] >= report["accuracy"]["float"]["accuracy"] - 0.03
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--prune", "1"], ["--prune 1 is out of range", "[0, 1)"]),
+    (["--prune", "0.3", "--calibration", "0"],
+     ["--prune-rank redundancy and --prune-compensation regression need calibration images", "--prune-rank l1"]),
+    (["--bias-correction", "--calibration", "0"], ["--bias-correction needs calibration images", "--dataset"]),
+    (["--prune", "0.999"], ["would remove every unit of layer b0_lif"]),
+])
+def test_bad_compression_options(checkpoint, tmp_path, args, fragments):
+    assert_user_error(snn_compile(checkpoint, *args, "-o", tmp_path / "out"), *fragments)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_network_that_does_not_fit_names_the_limit(checkpoint):
     assert_user_error(snn_compile(checkpoint, "--max-cores", "1"), "does not fit loihi2", "cores",
                       "over the limit of 1")

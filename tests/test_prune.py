@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from targets import reference
+from toolchain.calibration import calibrate
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, Connection, Graph, Population
 from toolchain.passes.prune import Calibration, GramAccumulator, PruneOptions, prune
 from toolchain.passes.prune_search import greedy_prune
 from toolchain.passes.quantize import QuantizeOptions, quantize
-from toolchain.sweep import calibrate
 from toolchain.synaptic import accumulate
 
 
@@ -38,7 +38,7 @@ def test_activity_ranking_with_compensation_beats_plain_l1(csnn, digits):
     calibration = calibrate(graph, digits.x_train[:300], gram=True)
     accuracy = lambda g: np.mean(reference.run(g, digits.x_test).predictions() == digits.y_test)  # noqa: E731
     plain = accuracy(prune(graph, PruneOptions(0.3, "structured", "l1")))
-    compensated = accuracy(prune(graph, PruneOptions(0.3, "structured", "activity"), calibration))
+    compensated = accuracy(prune(graph, PruneOptions(0.3, "structured", "activity", "mean"), calibration))
     regression = accuracy(prune(graph, PruneOptions(0.3, "structured", "activity", "regression"), calibration))
     assert regression >= compensated >= plain
 
@@ -57,7 +57,7 @@ def test_mean_compensation_keeps_the_mean_drive_of_every_neuron_borders_included
     rng = np.random.default_rng(3)
     graph = conv_chain(rng)
     rates = {"a": rng.uniform(0, 1, 64), "b": rng.uniform(0, 1, 16)}
-    pruned = prune(graph, PruneOptions(0.5, "structured", "activity"), Calibration(rates))
+    pruned = prune(graph, PruneOptions(0.5, "structured", "activity", "mean"), Calibration(rates))
     kept_a, kept_b = (np.sort(np.argsort(rates[n].reshape(4, -1).sum(1))[2:]) for n in ("a", "b"))
     conn = graph.connections[1]
 
@@ -163,6 +163,12 @@ def test_unstructured_pruning_zeroes_the_requested_share(mlp, method):
 def test_ratio_out_of_range(mlp, ratio):
     with pytest.raises(UserError, match="out of range"):
         prune(mlp[1], PruneOptions(ratio))
+
+
+@pytest.mark.parametrize("field, value", [("method", "random"), ("rank", "gradient"), ("compensation", "retrain")])
+def test_unknown_pruning_options_are_refused(field, value):
+    with pytest.raises(UserError, match=f"unknown pruning {field} {value!r}"):
+        PruneOptions(0.2, **{field: value})
 
 
 @pytest.mark.parametrize("ridge", [0.0, -0.3])

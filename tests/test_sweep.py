@@ -71,9 +71,10 @@ def test_sweep_reproduces_the_float_model_at_16_bits(mlp, digits, loihi2):
     assert np.mean(a == b) > 0.99
 
 
-@pytest.mark.parametrize("bits, ratios, message", [([], [0.1], "at least one"), ([17], [0.1], "1..16"),
-                                                   ([0], [], "1..16"), ([8], [1.0], "out of range"),
-                                                   ([8], [-0.2], "out of range")])
+@pytest.mark.parametrize("bits, ratios, message", [([], [0.1], "--bits needs at least one"),
+                                                   ([8], [], "--prune needs at least one"), ([17], [0.1], "1..16"),
+                                                   ([0], [0.1], "1..16"), ([8], [1.0], "--prune 1 is out of range"),
+                                                   ([8], [-0.2], "--prune -0.2 is out of range")])
 def test_bad_settings(bits, ratios, message):
     with pytest.raises(UserError, match=message):
         check_settings(bits, ratios)

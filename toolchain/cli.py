@@ -15,6 +15,8 @@ import numpy as np
 
 from toolchain.errors import UserError
 from toolchain.nir_import import ImportOptions
+from toolchain.passes.prune import COMPENSATIONS, METHODS as PRUNE_METHODS, RANKS
+from toolchain.passes.quantize import GRANULARITIES, WEIGHT_SCALES
 
 from targets.registry import TARGETS
 COMMANDS = ("compile", "train", "sweep", "train-ann", "convert", "serve", "compare", "lava")
@@ -61,9 +63,25 @@ def _compile_parser() -> argparse.ArgumentParser:
                    "(default loihi2: the bit-accurate Loihi 2 emulator)")
     p.add_argument("--bits", type=int, default=8, help="synapse weight bits: 1..8 on Loihi 2, 1..16 on "
                    "digital45nm (default 8)")
-    p.add_argument("--weight-scale", choices=("mse", "max"), default="mse",
-                   help="weight step: minimise rounding error (mse, default) or map the largest weight "
-                   "to the largest level (max)")
+    p.add_argument("--weight-scale", choices=WEIGHT_SCALES, default="mse",
+                   help="weight step: minimise rounding error (mse, default), map the largest weight to the "
+                   "largest level (max), or the 99.9th percentile of |w| (percentile), or minimise the error the "
+                   "layer's output sees at calibration activity (output-mse)")
+    p.add_argument("--granularity", choices=GRANULARITIES, default="tensor", help="one weight step per layer "
+                   "(tensor, default) or per output channel (channel: each channel becomes its own neuron group)")
+    p.add_argument("--bias-correction", action="store_true", help="fold the mean output error of weight "
+                   "rounding, at calibration activity, back into the biases")
+    p.add_argument("--prune", type=float, default=0.0, help="pruning ratio in [0, 1): the share of each hidden "
+                   "layer's neurons or channels removed (structured), or of weights zeroed (default 0: none)")
+    p.add_argument("--prune-method", choices=PRUNE_METHODS, default="structured", help="structured (default): "
+                   "remove whole neurons and channels, so the program shrinks; magnitude: zero the smallest "
+                   "weights of each connection; global-magnitude: one threshold for the whole network")
+    p.add_argument("--prune-rank", choices=RANKS, default="redundancy", help="which units structured pruning "
+                   "removes first: least redundancy (default: the input current the next layers lose when the "
+                   "unit goes and the rest of its layer is refitted), least activity, or smallest L1 norm")
+    p.add_argument("--prune-compensation", choices=COMPENSATIONS, default="regression", help="what replaces the "
+                   "removed units' input to the next layers: a least-squares refit of the kept weights "
+                   "(regression, default), their mean drive folded into the biases (mean), or nothing (none)")
     p.add_argument("-o", "--output", type=Path, help="output directory (default: next to MODEL, "
                    "named MODEL-TARGET-BITSb)")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one the checkpoint names; "
@@ -80,8 +98,9 @@ def _compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cores", type=int, help="fail unless the program fits in this many cores")
     p.add_argument("--chips", type=int, help="fail unless the program fits on this many chips")
     p.add_argument("--placement-seed", type=int, default=0, help="seed of the placement pass (default 0)")
-    p.add_argument("--calibration", type=int, default=256, help="training samples whose spikes weight the "
-                   "placement (default 256; 0: uniform rates)")
+    p.add_argument("--calibration", type=int, default=256, help="training samples whose activity ranks and "
+                   "compensates pruned units, sets output-mse steps and bias correction, and weights the placement "
+                   "(default 256; pruning's least-squares refit gains from more; 0: none, uniform placement)")
     p.add_argument("--energy-model", choices=("ops", "spike"), default="ops",
                    help="45 nm energy: ops = 0.9 pJ x AC + 4.6 pJ x MAC (default); spike = E_spike x spikes "
                    "+ P_leak x T (constants in targets/data/digital45nm.json)")
@@ -314,13 +333,14 @@ def cmd_compare(args) -> int:
     from targets.chips import load_chip
     from toolchain.compare import compare, table
     from toolchain.driver import build_pipeline, compile_graph, load_model
+    from toolchain.passes.quantize import QuantizeOptions
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UserError(f"unknown target {unknown[0]!r}; choose from: {', '.join(TARGETS)}")
     _positive(samples=args.samples, batch_size=args.batch_size, steps=args.steps)
-    passes = build_pipeline(load_chip("loihi2"), args.bits, args.weight_scale)
+    passes = build_pipeline(load_chip("loihi2"), QuantizeOptions(args.bits, args.weight_scale))
     source = load_model(args.model, ImportOptions(steps=args.steps))
     dataset_name = args.dataset or source.dataset
     if not dataset_name:
@@ -460,8 +480,13 @@ def _parse_shape(text: str | None):
 
 
 def cmd_compile(args) -> int:
+    from dataclasses import replace
+
     from targets.chips import load_chip
-    from toolchain.driver import build_pipeline, compile_graph, load_model
+    from toolchain.driver import build_pipeline, compile_graph, digital_passes, load_model, prune_passes
+    from toolchain.passes import run_pipeline
+    from toolchain.passes.prune import PruneOptions, check_ratio
+    from toolchain.passes.quantize import QuantizeOptions, check_bits, check_digital_bits
 
     if args.target not in TARGETS:
         raise UserError(f"unknown target {args.target!r}; choose one of: {', '.join(TARGETS)}")
@@ -470,13 +495,12 @@ def cmd_compile(args) -> int:
     if args.calibration < 0:
         raise UserError(f"--calibration must be 0 or more, got {args.calibration}")
     chip = load_chip("loihi2")
-    digital_only = args.target == "digital45nm" and args.bits > chip.limit("weight_bits_max")
-    if digital_only:
-        from toolchain.passes.quantize import DIGITAL_MAX_BITS
-        if args.bits > DIGITAL_MAX_BITS:
-            raise UserError(f"--bits {args.bits} is out of range: the digital target takes 1..{DIGITAL_MAX_BITS}")
-    else:
-        build_pipeline(chip, args.bits)  # checks the bits before any work
+    digital = args.target == "digital45nm"
+    digital_only = digital and args.bits > chip.limit("weight_bits_max")
+    (check_digital_bits if digital_only else lambda bits: check_bits(bits, chip))(args.bits)  # before any work
+    check_ratio(args.prune, "--prune")
+    quantize_options = QuantizeOptions(args.bits, args.weight_scale, args.granularity, args.bias_correction)
+    prune_options = PruneOptions(args.prune, args.prune_method, args.prune_rank, args.prune_compensation)
     source = load_model(args.model, ImportOptions(steps=args.steps, dt=args.dt,
                                                   input_shape=_parse_shape(args.input_shape),
                                                   input_levels=args.input_levels))
@@ -492,17 +516,18 @@ def cmd_compile(args) -> int:
     calibration = None
     if dataset is not None and args.calibration:
         calibration = dataset.x_train[:args.calibration].reshape((-1,) + tuple(source.graph.input_shape))
-    passes = build_pipeline(chip, min(args.bits, chip.limit("weight_bits_max")), args.weight_scale, calibration,
-                            args.max_cores, args.chips, args.placement_seed)
+    pruning = prune_passes(prune_options, calibration)
+    lowering = [] if digital_only else build_pipeline(
+        chip, replace(quantize_options, bits=min(args.bits, chip.limit("weight_bits_max"))), calibration,
+        args.max_cores, args.chips, args.placement_seed)
+    snapping = digital_passes(quantize_options, calibration) if digital else []
     if args.print_passes:
-        print("\n".join(p.describe() for p in passes))
+        print("\n".join(p.describe() for p in pruning + lowering + snapping))
         return 0
     out_dir = args.output or source.path.with_name(f"{source.path.stem}-{args.target}-{args.bits}b")
-    program = None if digital_only else compile_graph(source.graph, passes)
-    target_graph = None
-    if args.target == "digital45nm":
-        from toolchain.passes.quantize import QuantizeOptions, fake_quantize
-        target_graph = fake_quantize(source.graph, QuantizeOptions(args.bits, args.weight_scale))
+    graph = run_pipeline(source.graph, pruning)
+    program = compile_graph(graph, lowering, earlier=pruning) if lowering else None
+    target_graph = run_pipeline(graph, snapping) if snapping else None
 
     from toolchain.evaluate import evaluate_and_report
     with _staging(out_dir) as staging:
@@ -514,6 +539,7 @@ def cmd_compile(args) -> int:
         nir.write(str(staging / "model.nir"), source.nir_graph)
         report = evaluate_and_report(source, program, args.target, dataset, args.samples, args.batch_size,
                                      staging, chip=chip, bits=args.bits, target_graph=target_graph,
+                                     passes=[p.describe() for p in pruning + lowering + snapping],
                                      energy_model=args.energy_model, memory=args.memory)
     from toolchain.report import terminal
     print(terminal(report))

@@ -1,22 +1,26 @@
-"""The compile flow the CLI drives: model file -> NIR -> graph -> passes -> program.
+"""The compile flow the CLI drives: model file -> NIR -> graph -> prune -> quantize -> map -> program.
 
 Kept apart from argument parsing so examples and tests call the same code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nir
+import numpy as np
 
+from toolchain.calibration import calibrate
 from toolchain.errors import UserError
 from toolchain.ir import Graph
 from toolchain.nir_import import ImportOptions, graph_from_nir, read_nir_file
 from toolchain.passes import Pass, run_pipeline
 from toolchain.passes.partition import partition
 from toolchain.passes.place import place
-from toolchain.passes.quantize import QuantizeOptions, check_bits, quantize
+from toolchain.passes.prune import PruneOptions, needs_calibration, needs_gram, prune
+from toolchain.passes.quantize import (QuantizeOptions, check_bits, check_digital_bits, fake_quantize, needs_rates,
+                                       quantize)
 from toolchain.program import Program
 
 
@@ -53,11 +57,41 @@ def load_model(path: str | Path, import_options: ImportOptions | None = None) ->
     return ModelSource(path=path, nir_graph=nir_graph, graph=graph, dataset=dataset, info=info)
 
 
-def build_pipeline(chip, bits: int, weight_scale: str = "mse", calibration=None, max_cores: int | None = None,
-                   chips: int | None = None, seed: int = 0) -> list[Pass]:
-    """quantize -> partition -> place. ``calibration``: input samples whose spikes on the
+def prune_passes(prune_options: PruneOptions | None, calibration: np.ndarray | None = None) -> list[Pass]:
+    """The graph passes before lowering: pruning, when ``prune_options`` remove anything.
+    ``calibration``: input samples whose float activity ranks and compensates the units."""
+    if prune_options is None or prune_options.ratio == 0:
+        return []
+    if needs_calibration(prune_options) and calibration is None:
+        reasons = [f"--prune-rank {prune_options.rank}"] if prune_options.rank != "l1" else []
+        if prune_options.compensation != "none":
+            reasons.append(f"--prune-compensation {prune_options.compensation}")
+        _refuse_without_calibration(reasons, "or prune with --prune-rank l1 --prune-compensation none")
+
+    def run(graph, ratio, method, rank=prune_options.rank, compensation=prune_options.compensation,
+            calibration_samples=0):
+        options = PruneOptions(ratio, method, rank, compensation)
+        statistics = calibrate(graph, calibration, gram=needs_gram(options)) if needs_calibration(options) else None
+        return prune(graph, options, statistics)
+
+    options = {"ratio": prune_options.ratio, "method": prune_options.method}
+    if prune_options.method == "structured":
+        options.update(rank=prune_options.rank, compensation=prune_options.compensation)
+    options["calibration_samples"] = len(calibration) if needs_calibration(prune_options) else 0
+    return [Pass("prune", run, options)]
+
+
+def build_pipeline(chip, quantize_options: QuantizeOptions, calibration: np.ndarray | None = None,
+                   max_cores: int | None = None, chips: int | None = None, seed: int = 0) -> list[Pass]:
+    """quantize -> partition -> place. ``calibration``: input samples; the float model's activity
+    on them sets data-dependent weight steps and bias correction, and their spikes on the
     quantized program weight the placement (None: every neuron counts the same)."""
-    check_bits(bits, chip)
+    check_bits(quantize_options.bits, chip)
+    _require_rates(quantize_options, calibration)
+
+    def quantize_with_rates(graph, **opts):
+        options = QuantizeOptions(**opts)
+        return quantize(graph, chip, options, _rates(graph, options, calibration))
 
     def place_by_activity(program, seed, calibration_samples):
         activity = None
@@ -66,15 +100,44 @@ def build_pipeline(chip, bits: int, weight_scale: str = "mse", calibration=None,
             activity = run_loihi2(program, calibration).activity
         return place(program, chip, activity, seed=seed)
 
-    return [Pass("quantize", lambda graph, **opts: quantize(graph, chip, QuantizeOptions(**opts)),
-                 {"bits": bits, "weight_scale": weight_scale}),
+    return [Pass("quantize", quantize_with_rates, asdict(quantize_options)),
             Pass("partition", lambda program, **opts: partition(program, chip, **opts),
                  {"max_cores": max_cores, "chips": chips}),
             Pass("place", place_by_activity,
                  {"seed": seed, "calibration_samples": 0 if calibration is None else len(calibration)})]
 
 
-def compile_graph(graph: Graph, passes: list[Pass]) -> Program:
+def digital_passes(quantize_options: QuantizeOptions, calibration: np.ndarray | None = None) -> list[Pass]:
+    """fake-quantize: the generic digital target's graph, float dynamics with k-bit weights."""
+    check_digital_bits(quantize_options.bits)
+    _require_rates(quantize_options, calibration)
+
+    def run(graph, **opts):
+        options = QuantizeOptions(**opts)
+        return fake_quantize(graph, options, _rates(graph, options, calibration))
+
+    return [Pass("fake-quantize", run, asdict(quantize_options))]
+
+
+def _rates(graph: Graph, options: QuantizeOptions, calibration) -> dict | None:
+    """The activity ``options`` read, from a calibration run of the graph being quantized."""
+    return calibrate(graph, calibration).rates if needs_rates(options) else None
+
+
+def _require_rates(options: QuantizeOptions, calibration) -> None:
+    if needs_rates(options) and calibration is None:
+        reasons = [f"--weight-scale {options.weight_scale}"] if options.weight_scale == "output-mse" else []
+        _refuse_without_calibration(reasons + (["--bias-correction"] if options.bias_correction else []))
+
+
+def _refuse_without_calibration(reasons: list[str], alternative: str = "") -> None:
+    raise UserError(f"{' and '.join(reasons)} {'need' if len(reasons) > 1 else 'needs'} calibration images: name "
+                    f"a dataset (--dataset) and keep --calibration above 0{', ' + alternative if alternative else ''}")
+
+
+def compile_graph(graph: Graph, passes: list[Pass], earlier: list[Pass] = ()) -> Program:
+    """Run ``passes`` on ``graph``; the program records them, after the ``earlier`` passes that
+    made ``graph``."""
     program = run_pipeline(graph, passes)
-    program.metadata["passes"] = [p.describe() for p in passes]
+    program.metadata["passes"] = [p.describe() for p in (*earlier, *passes)]
     return program

@@ -37,13 +37,16 @@ def cost_report(network, result, chip, bits: int, dt: float, energy_model: str =
 
 def evaluate_and_report(source, program, target_name: str, dataset, samples: int | None, batch_size: int,
                         out_dir: Path, chip=None, bits: int = 8, target_graph: Graph | None = None,
-                        energy_model: str = "ops", memory: bool = False) -> dict:
+                        passes: list[str] | None = None, energy_model: str = "ops", memory: bool = False) -> dict:
     """Run the test split on the float reference and on the target; report accuracy, activity,
     operations, energy, latency and the mapping.
 
     ``program`` may be None when the target runs a graph only (digital
     weights wider than the chip's 8 bits); ``target_graph`` is what a graph
-    target runs (default: the float graph).
+    target runs (default: the float graph). ``passes``: what ran, in order
+    (default: what the program records). Sizes and the float accuracy are
+    the source model's: what pruning and quantization cost is measured
+    against the network as trained.
     """
     graph = source.graph
     target_graph = target_graph or graph
@@ -61,9 +64,9 @@ def evaluate_and_report(source, program, target_name: str, dataset, samples: int
         "bits": bits,
         "warnings": warnings,
     }
+    report["passes"] = passes if passes is not None else (program.metadata.get("passes", []) if program else [])
     if program is not None:
         report.update({
-            "passes": program.metadata.get("passes", []),
             "program": {"chip": program.chip, "steps": program.steps, "latency_steps": program.latency,
                         "input_shape": list(program.input_shape), "input_levels": program.input_levels,
                         "readout": program.readout, "layers": program_summary(program)},
@@ -71,9 +74,8 @@ def evaluate_and_report(source, program, target_name: str, dataset, samples: int
             "mapping": program.mapping.summary(chip) if program.mapping is not None else None})
     else:
         float_bits = model_size_bits_float(graph, None)
-        size = model_size_bits_float(graph, bits)
-        report.update({"passes": [f"fake-quantize(bits={bits})"],
-                       "size": {"float_bits": float_bits, "quantized_bits": size, "compression": float_bits / size}})
+        size = model_size_bits_float(target_graph, bits)
+        report["size"] = {"float_bits": float_bits, "quantized_bits": size, "compression": float_bits / size}
     if dataset is not None:
         count = len(dataset.x_test) if samples is None else min(samples, len(dataset.x_test))
         x, y = dataset.x_test[:count].reshape((count,) + tuple(graph.input_shape)), dataset.y_test[:count]

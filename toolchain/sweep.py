@@ -36,12 +36,13 @@ import numpy as np
 
 from targets import reference
 from targets.loihi2 import run as run_loihi2
+from toolchain.calibration import calibrate
 from toolchain.errors import UserError
+from toolchain.evaluate import cost_report
 from toolchain.finetune import FinetuneOptions, finetune
 from toolchain.ir import INPUT, Graph
-from toolchain.evaluate import cost_report
 from toolchain.passes.partition import partition
-from toolchain.passes.prune import Calibration, GramAccumulator, PruneOptions, check_ratio, prunable, prune
+from toolchain.passes.prune import Calibration, PruneOptions, check_ratio, prune
 from toolchain.passes.prune_search import greedy_prune
 from toolchain.passes.quantize import DIGITAL_MAX_BITS, QuantizeOptions, fake_quantize, quantize
 from toolchain.report import classification_metrics, model_size_bits, model_size_bits_float
@@ -84,29 +85,14 @@ def split_data(dataset, calibration: int = 512, validation: int = 512, seed: int
 def check_settings(bits: list[int], ratios: list[float]) -> None:
     if not bits:
         raise UserError("--bits needs at least one value, e.g. --bits 16,8,4")
+    if not ratios:
+        raise UserError("--prune needs at least one value, e.g. --prune 0.1,0.2,0.3 (0: no pruning)")
     for b in bits:
         if not 1 <= b <= DIGITAL_MAX_BITS:
             raise UserError(f"--bits {b} is out of range: 1..{DIGITAL_MAX_BITS} "
                             f"(Loihi 2 holds up to {LOIHI_MAX_BITS}; wider runs on the digital target)")
     for r in ratios:
-        check_ratio(r)
-
-
-def calibrate(graph: Graph, images: np.ndarray, gram: bool = False, batch_size: int = 128) -> Calibration:
-    """Mean activity per neuron per step (input: mean integer value) from the float model and,
-    if asked, the Gram matrix of every connection leaving a prunable population (batch by
-    batch: the trains of a whole calibration set do not fit in memory)."""
-    sources = set(prunable(graph)) if gram else set()
-    accumulators = {(c.source, c.target): GramAccumulator(graph, c) for c in graph.connections if c.source in sources}
-    counts = []
-    for start in range(0, len(images), batch_size):
-        result = reference.run(graph, images[start:start + batch_size], record=gram)
-        counts.append({k: v.spike_counts for k, v in result.activity.items()})
-        for (source, _), accumulator in accumulators.items():
-            accumulator.add(result.trains[source])
-    rates = {k: sum(part[k] for part in counts) / (len(images) * graph.steps) for k in counts[0]}
-    rates[INPUT] = images.reshape(len(images), -1).mean(axis=0)
-    return Calibration(rates, {k: a.gram for k, a in accumulators.items()} if gram else None)
+        check_ratio(r, "--prune")
 
 
 QUANT_CANDIDATES = [QuantizeOptions(8, scale, granularity, correction)
@@ -208,7 +194,7 @@ def _pruned(graph: Graph, ratio: float, method: str, calibration: Calibration | 
     if ratio == 0:
         return graph, "none"
     if method == "baseline":
-        return prune(graph, PruneOptions(ratio, "structured", "l1")), "structured/l1"
+        return prune(graph, PruneOptions(ratio, "structured", "l1", "none")), "structured/l1"
     # "best" and "finetuned" share the calibrated, compensated structured pruning
     candidates = {f"structured/{o.rank}/{o.compensation}": prune(graph, replace(o, ratio=ratio), calibration)
                   for o in PRUNE_CANDIDATES}

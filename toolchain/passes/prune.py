@@ -32,6 +32,9 @@ from toolchain.synaptic import accumulate, patches
 # Default ridge of the least-squares fits, as a share of the mean input energy (the Gram
 # matrix's diagonal). On the Fashion-MNIST CSNN's validation split 0.1 to 3 pruned equally well.
 RIDGE = 0.3
+METHODS = ("structured", "magnitude", "global-magnitude")
+RANKS = ("l1", "activity", "redundancy")
+COMPENSATIONS = ("regression", "mean", "none")
 
 
 @dataclass(frozen=True)
@@ -41,17 +44,24 @@ class PruneOptions:
     network) or "structured". ``rank``: how structured pruning orders units,
     "l1" (incoming weight norm), "activity" (spikes on a calibration run) or
     "redundancy" (the input current the next layers lose when the unit goes and
-    the rest of its layer is refitted). ``compensation`` (with calibration
-    statistics): "mean" or "regression". ``ridge``: regularisation of the
-    least-squares fits, as a share of the mean input energy."""
+    the rest of its layer is refitted). ``compensation`` of what the removed
+    units gave the next layers (needs calibration statistics): "mean",
+    "regression" or "none". ``ridge``: regularisation of the least-squares fits,
+    as a share of the mean input energy."""
 
     ratio: float
     method: Literal["magnitude", "global-magnitude", "structured"] = "structured"
     rank: Literal["l1", "activity", "redundancy"] = "l1"
-    compensation: Literal["mean", "regression"] = "mean"
+    compensation: Literal["mean", "regression", "none"] = "none"
     ridge: float = RIDGE
 
     def __post_init__(self):
+        if self.method not in METHODS:
+            raise UserError(f"unknown pruning method {self.method!r}; use {', '.join(METHODS)}")
+        if self.rank not in RANKS:
+            raise UserError(f"unknown pruning rank {self.rank!r}; use {', '.join(RANKS)}")
+        if self.compensation not in COMPENSATIONS:
+            raise UserError(f"unknown pruning compensation {self.compensation!r}; use {', '.join(COMPENSATIONS)}")
         if not self.ridge > 0:  # zero leaves the fit singular whenever a kept unit never fired
             raise UserError(f"pruning ridge {self.ridge:g} must be positive")
 
@@ -68,14 +78,26 @@ class Calibration:
     gram: dict[tuple[str, str], np.ndarray] | None = None
 
 
-def check_ratio(ratio: float) -> None:
+def check_ratio(ratio: float, name: str = "pruning ratio") -> None:
     if not 0 <= ratio < 1:
-        raise UserError(f"pruning ratio {ratio:g} is out of range: it must be in [0, 1)")
+        raise UserError(f"{name} {ratio:g} is out of range: it must be in [0, 1)")
+
+
+def needs_calibration(options: PruneOptions) -> bool:
+    """Whether ``options`` read a calibration run (ranking by activity or redundancy, or
+    compensation of structured pruning)."""
+    return options.method == "structured" and (options.rank != "l1" or options.compensation != "none")
+
+
+def needs_gram(options: PruneOptions) -> bool:
+    """Whether ``options`` read the calibration's Gram matrices."""
+    return options.method == "structured" and (options.rank == "redundancy" or options.compensation == "regression")
 
 
 def prune(graph: Graph, options: PruneOptions, calibration: Calibration | None = None) -> Graph:
     """Return a pruned copy of ``graph``. ``calibration`` is needed for ranking by activity or
-    redundancy and for regression compensation; with it, structured pruning compensates."""
+    redundancy and for compensation; with it, structured pruning compensates as
+    ``options.compensation`` says."""
     check_ratio(options.ratio)
     if options.ratio == 0:
         return graph
@@ -86,15 +108,12 @@ def prune(graph: Graph, options: PruneOptions, calibration: Calibration | None =
         cut = np.quantile(weights, options.ratio)
         return _with_connections(graph, [replace(c, weight=np.where(np.abs(c.weight) <= cut, 0.0, c.weight))
                                          for c in graph.connections])
-    if options.method == "structured":
-        needs_gram = options.rank == "redundancy" or options.compensation == "regression"
-        if (options.rank == "activity" or needs_gram) and calibration is None:
-            raise UserError(f"structured pruning ranked by {options.rank} with {options.compensation} compensation "
-                            "needs a calibration run")
-        if needs_gram and calibration.gram is None:
-            raise UserError("regression compensation and redundancy ranking need the calibration's Gram matrices")
-        return _prune_units(graph, options, calibration)
-    raise UserError(f"unknown pruning method {options.method!r}; use magnitude, global-magnitude or structured")
+    if needs_calibration(options) and calibration is None:
+        raise UserError(f"structured pruning ranked by {options.rank} with {options.compensation} compensation "
+                        "needs a calibration run")
+    if needs_gram(options) and calibration.gram is None:
+        raise UserError("regression compensation and redundancy ranking need the calibration's Gram matrices")
+    return _prune_units(graph, options, calibration)
 
 
 def _with_connections(graph: Graph, connections: list[Connection]) -> Graph:
@@ -180,8 +199,10 @@ def removal_count(name: str, units: int, ratio: float) -> int:
 
 def remove_units(graph: Graph, removed: dict[str, np.ndarray], options: PruneOptions,
                  calibration: Calibration | None = None) -> Graph:
-    """``graph`` without the given units (population -> unit indices); with ``calibration``,
-    what they gave the next layers is compensated as ``options.compensation`` says."""
+    """``graph`` without the given units (population -> unit indices); what they gave the next
+    layers is compensated from ``calibration`` as ``options.compensation`` says."""
+    if options.compensation != "none" and calibration is None:
+        raise UserError(f"{options.compensation} compensation needs a calibration run")
     removed = {name: gone for name, gone in removed.items() if len(gone)}
     units = {name: unit_count(graph, name) for name in removed}
     kept_channels = {name: np.setdiff1d(np.arange(units[name]), gone) for name, gone in removed.items()}
@@ -189,7 +210,7 @@ def remove_units(graph: Graph, removed: dict[str, np.ndarray], options: PruneOpt
     for name, kept_units in kept_channels.items():
         per_unit = graph.population(name).size // units[name]
         keep[name] = (kept_units[:, None] * per_unit + np.arange(per_unit)).ravel()
-    if calibration is not None:
+    if options.compensation != "none":
         graph = _fold_removed(graph, kept_channels, units, calibration, options)
     populations = []
     for pop in graph.populations:

@@ -33,6 +33,8 @@ BIAS_MAX = BIAS_MANT_MAX * 2**BIAS_EXP_MAX
 STATE_MAX = 2**23 - 1
 DIGITAL_MAX_BITS = 16
 """Widest weights the generic digital target (``fake_quantize``) takes."""
+WEIGHT_SCALES = ("mse", "max", "percentile", "output-mse")
+GRANULARITIES = ("tensor", "channel")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,17 @@ class QuantizeOptions:
     granularity: Literal["tensor", "channel"] = "tensor"
     bias_correction: bool = False
 
+    def __post_init__(self):
+        if self.weight_scale not in WEIGHT_SCALES:
+            raise UserError(f"unknown weight scale {self.weight_scale!r}; use {', '.join(WEIGHT_SCALES)}")
+        if self.granularity not in GRANULARITIES:
+            raise UserError(f"unknown granularity {self.granularity!r}; use {', '.join(GRANULARITIES)}")
+
+
+def needs_rates(options: QuantizeOptions) -> bool:
+    """Whether ``options`` read the activity of a calibration run."""
+    return options.weight_scale == "output-mse" or options.bias_correction
+
 
 def check_bits(bits: int, chip) -> None:
     top = chip.limit("weight_bits_max")
@@ -60,12 +73,17 @@ def check_bits(bits: int, chip) -> None:
         raise UserError(f"--bits {bits} is out of range: {chip.name} synapses hold 1..{top} bit weights")
 
 
+def check_digital_bits(bits: int) -> None:
+    if not isinstance(bits, int) or not 1 <= bits <= DIGITAL_MAX_BITS:
+        raise UserError(f"--bits {bits} is out of range: the digital target takes 1..{DIGITAL_MAX_BITS} bit weights")
+
+
 def quantize(graph: Graph, chip, options: QuantizeOptions, rates: dict[str, np.ndarray] | None = None) -> Program:
     """Lower the float graph to an integer program for ``chip``. ``rates``: mean
     activity per source neuron per step on calibration data (population name
     or "input" -> array), needed by "output-mse" and bias correction."""
     check_bits(options.bits, chip)
-    if (options.weight_scale == "output-mse" or options.bias_correction) and rates is None:
+    if needs_rates(options) and rates is None:
         raise UserError("output-mse scaling and bias correction need calibration data")
     graph = correct_bias(graph, options, rates) if options.bias_correction else graph
     exp_range = (chip.limit("weight_exp_min"), chip.limit("weight_exp_max"))
@@ -193,9 +211,9 @@ def choose_weight_step(w: np.ndarray, qmax: int, method: str, importance: np.nda
 def fake_quantize(graph: Graph, options: QuantizeOptions, rates=None) -> Graph:
     """The graph with weights snapped to a symmetric ``bits``-bit grid, still in float:
     what a generic digital accelerator with k-bit weights computes (any k in 1..16)."""
-    if not 1 <= options.bits <= DIGITAL_MAX_BITS:
-        raise UserError(f"--bits {options.bits} is out of range: the digital target takes 1..{DIGITAL_MAX_BITS} "
-                        "bit weights")
+    check_digital_bits(options.bits)
+    if needs_rates(options) and rates is None:
+        raise UserError("output-mse scaling and bias correction need calibration data")
     graph = correct_bias(graph, options, rates) if options.bias_correction else graph
     qmax = max(2 ** (options.bits - 1) - 1, 1)
     connections = []
