@@ -308,10 +308,10 @@ def _sweep_plots(rows: list[dict], out_dir: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6))
     for ax, (x, y, keep, title) in zip(axes, panels):
         for method in methods:
-            pts = sorted((r[x], r[y]) for r in rows if keep(r) and (r["method"] == method or r["prune"] == 0
-                                                                    and r["bits"] == 32))
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=method)
+            own = [(r[x], r[y]) for r in rows if keep(r) and r["method"] == method]
+            if own:  # a method with no rows on this axis gets no line (the float point alone)
+                start = [(r[x], r[y]) for r in rows if keep(r) and r["prune"] == 0 and r["bits"] == 32]
+                ax.plot(*zip(*sorted(own + start)), marker="o", label=method)
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_title(title, fontsize=9)
