@@ -497,7 +497,10 @@ def cmd_compile(args) -> int:
     chip = load_chip("loihi2")
     digital = args.target == "digital45nm"
     digital_only = digital and args.bits > chip.limit("weight_bits_max")
-    (check_digital_bits if digital_only else lambda bits: check_bits(bits, chip))(args.bits)  # before any work
+    if digital_only:  # the bits are checked before any work
+        check_digital_bits(args.bits)
+    else:
+        check_bits(args.bits, chip)
     check_ratio(args.prune, "--prune")
     quantize_options = QuantizeOptions(args.bits, args.weight_scale, args.granularity, args.bias_correction)
     prune_options = PruneOptions(args.prune, args.prune_method, args.prune_rank, args.prune_compensation)

@@ -68,11 +68,10 @@ def prune_passes(prune_options: PruneOptions | None, calibration: np.ndarray | N
             reasons.append(f"--prune-compensation {prune_options.compensation}")
         _refuse_without_calibration(reasons, "or prune with --prune-rank l1 --prune-compensation none")
 
-    def run(graph, ratio, method, rank=prune_options.rank, compensation=prune_options.compensation,
-            calibration_samples=0):
-        options = PruneOptions(ratio, method, rank, compensation)
-        statistics = calibrate(graph, calibration, gram=needs_gram(options)) if needs_calibration(options) else None
-        return prune(graph, options, statistics)
+    def run(graph, **shown):  # the options are shown in the pipeline; prune_options is what runs
+        statistics = calibrate(graph, calibration, gram=needs_gram(prune_options)) \
+            if needs_calibration(prune_options) else None
+        return prune(graph, prune_options, statistics)
 
     options = {"ratio": prune_options.ratio, "method": prune_options.method}
     if prune_options.method == "structured":
