@@ -10,7 +10,9 @@ spiking one reproduces is also a good classifier.
 from __future__ import annotations
 
 import copy
-import pickle
+import io
+import math
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +21,11 @@ import torch
 from torch import nn
 
 from frontends.conversion import QuantReLU, SumPool2d, activation_scales
+from frontends.checkpoint import HARMLESS_WEIGHTS, UnreadableTorchFile, load_torch_file
 from frontends.datasets import Dataset
 from frontends.training import fit
 from toolchain.errors import UserError
-from toolchain.files import atomic_path
+from toolchain.files import write_bytes_atomically
 
 FORMAT_NAME = "snn-compile-ann"
 FORMAT_VERSION = 1
@@ -48,6 +51,14 @@ def build_mlp(input_shape, classes: int, hidden=(128,), seed: int = 0) -> nn.Seq
         layers += [nn.Linear(n_in, n_out), nn.ReLU()]
     layers.append(nn.Linear(sizes[-1], classes))
     return nn.Sequential(*layers)
+
+
+def ann_training_memory_bytes(input_shape, hidden, classes: int, batch_size: int) -> int:
+    """About how much memory training ``build_mlp``'s network takes: float32 weights with their
+    gradients and Adam's two moments, and a batch's activations (kept for the backward pass)."""
+    sizes = [math.prod(input_shape), *hidden, classes]
+    weights = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    return 4 * (4 * weights + 3 * batch_size * sum(sizes))
 
 
 def with_quantized_activations(model: nn.Sequential, levels: int, calibration_x, reset: str = "subtract",
@@ -185,9 +196,9 @@ def save_ann(model: nn.Sequential, path: str | Path, dataset: str, input_shape, 
                "input_shape": [int(d) for d in input_shape], "dataset": dataset,
                "encoding": {"kind": "direct", "input_levels": int(input_levels)},
                "metrics": metrics or {}, "state_dict": model.state_dict()}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+    buffer = io.BytesIO()  # in memory, where torch records no file name: the same model gives the same bytes
+    torch.save(payload, buffer)
+    return write_bytes_atomically(path, buffer.getvalue())
 
 
 def load_ann(path: str | Path, allow_pickle: bool = False) -> tuple[nn.Module, dict]:
@@ -197,32 +208,98 @@ def load_ann(path: str | Path, allow_pickle: bool = False) -> tuple[nn.Module, d
     unpickling runs code from the file. Its metadata then names no dataset or input shape.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+        payload = load_torch_file(path)
+    except UnreadableTorchFile as exc:
+        if not exc.pickled:
+            raise UserError(f"{path}: not a torch file (torch.load failed); train an ANN with `snn-compile "
+                            "train-ann` or save one with frontends.ann_training.save_ann") from None
         if not allow_pickle:
             raise UserError(f"{path}: holds a pickled model, and unpickling runs code from the file; pass "
                             "--unpickle if you trust it, or save the network with "
                             "frontends.ann_training.save_ann") from None
         payload = _unpickled_model(path)
-    except Exception:
-        raise UserError(f"{path}: not a torch checkpoint (torch.load failed)") from None
     if isinstance(payload, nn.Module):
         return payload.eval(), {"dataset": None, "input_shape": None, "encoding": None, "metrics": {}}
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise UserError(f"{path}: not an snn-compile ANN checkpoint or a whole torch model (a state_dict "
                         "lacks the layers); save it with frontends.ann_training.save_ann or torch.save(model)")
     if payload.get("version") != FORMAT_VERSION:
-        raise UserError(f"{path}: ANN checkpoint version {payload.get('version')}, expected {FORMAT_VERSION}")
-    unknown = [s["type"] for s in payload["layers"] if s["type"] not in _BUILDERS]
-    if unknown:
-        raise UserError(f"{path}: unknown layer types {unknown}")
-    model = nn.Sequential(*[_BUILDERS[s["type"]](s) for s in payload["layers"]])
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
+        raise UserError(f"{path}: ANN checkpoint version {reprlib.repr(payload.get('version'))}, expected "
+                        f"{FORMAT_VERSION}")
+    model = _rebuild(path, payload)
     return model, {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+def _rebuild(path: Path, payload: dict) -> nn.Sequential:
+    """The layers the checkpoint lists, holding its weights; each field is checked first, and the
+    layers' declared sizes against the stored weights, so a damaged file cannot make this
+    allocate much more than it holds."""
+    def damaged(problem: str) -> UserError:
+        return UserError(f"{path}: {problem}; the ANN checkpoint is damaged or was not written by save_ann")
+
+    layers, state = payload.get("layers"), payload.get("state_dict")
+    if not (isinstance(layers, list) and all(isinstance(spec, dict) for spec in layers)):
+        raise damaged("'layers' must list layer specifications")
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in state.items())):
+        raise damaged("'state_dict' must map names to tensors")
+    shape, encoding = payload.get("input_shape"), payload.get("encoding")
+    if not (isinstance(shape, list) and shape and all(_is_count(d) for d in shape)):
+        raise damaged(f"'input_shape' must list positive sizes, found {reprlib.repr(shape)}")
+    if not (isinstance(encoding, dict) and _is_count(encoding.get("input_levels"))):
+        raise damaged(f"'encoding' must give input_levels, a positive integer, found {reprlib.repr(encoding)}")
+    if not isinstance(payload.get("dataset"), (str, type(None))):
+        raise damaged("'dataset' must be a name")
+    unknown = [spec.get("type") for spec in layers if spec.get("type") not in _BUILDERS]
+    if unknown:
+        raise UserError(f"{path}: unknown layer types {reprlib.repr(unknown)}")
+    declared = sum(_declared_weights(spec) for spec in layers)
+    stored = sum(t.numel() for t in state.values())
+    if declared > max(stored, HARMLESS_WEIGHTS):
+        raise damaged(f"its layers need {declared} weights, but it holds {stored}")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path}: {name} holds NaN or infinite values; the training diverged (train again "
+                            "with a lower --lr) or the file is damaged")
+    built = []
+    for index, spec in enumerate(layers):
+        try:
+            built.append(_BUILDERS[spec["type"]](spec))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise damaged(f"layer {index} ({spec['type']}) has bad settings ({type(exc).__name__}: "
+                          f"{reprlib.repr(str(exc))})") from None
+    model = nn.Sequential(*built)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise damaged(f"its weights do not match its layers ({'missing' if missing else 'unexpected'} "
+                      f"{(missing or unexpected)[0]!r})")
+    for name, tensor in expected.items():
+        if state[name].shape != tensor.shape or state[name].dtype != tensor.dtype:
+            raise damaged(f"{name} is {state[name].dtype} {tuple(state[name].shape)}, its layer needs "
+                          f"{tensor.dtype} {tuple(tensor.shape)}")
+    model.load_state_dict(state)
+    model.eval()
+    return model
+
+
+def _declared_weights(spec: dict) -> int:
+    """Weights a layer specification asks for (0 when its sizes are not positive integers: the
+    layer's own constructor then names the problem)."""
+    sizes = {"Linear": ("in_features", "out_features"), "Conv2d": ("in_channels", "out_channels"),
+             "BatchNorm1d": ("num_features",), "BatchNorm2d": ("num_features",)}.get(spec["type"], ())
+    values = [spec.get(key) for key in sizes]
+    if spec["type"] == "Conv2d":
+        values += list(spec.get("kernel_size") or []) if isinstance(spec.get("kernel_size"), list) else [0]
+    if not values or not all(_is_count(v) for v in values):
+        return 0
+    return math.prod(values)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _unpickled_model(path: Path) -> nn.Module:

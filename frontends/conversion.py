@@ -35,6 +35,7 @@ Loihi's reset to zero: docs/conversion.md.
 from __future__ import annotations
 
 import copy
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -48,7 +49,7 @@ from torch import nn
 
 from frontends.nir_export import DT, fold_batchnorm
 from toolchain.errors import UserError
-from toolchain.files import atomic_path
+from toolchain.files import write_bytes_atomically
 
 METHODS = ("max", "percentile", "qffs")
 READOUT_TAU_STEPS = 2.0**24
@@ -230,11 +231,11 @@ def convert(model: nn.Module, calibration_x=None, *, method: str = "percentile",
 
 
 def write_nir(nir_graph: nir.NIRGraph, path: str | Path) -> Path:
-    """``nir.write`` through a temporary sibling file, so a failure leaves nothing half-written."""
-    path = Path(path)
-    with atomic_path(path, suffix=".nir") as tmp:
-        nir.write(tmp, nir_graph)
-    return path
+    """``nir.write`` into memory, then the bytes through a temporary sibling file: a failure leaves
+    nothing half-written, and a full disk is a plain ``OSError`` rather than a failure inside libhdf5."""
+    buffer = io.BytesIO()
+    nir.write(buffer, nir_graph)
+    return write_bytes_atomically(path, buffer.getvalue())
 
 
 def model_layers(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:

@@ -8,14 +8,17 @@ every target see bit-identical input.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.files import check_readable
 
 DATA_DIR_ENV = "SNN_COMPILE_DATA_DIR"
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -26,6 +29,7 @@ IDX_FILES = {
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32,
               0x0E: np.float64}
 DATASETS = ("digits", "fmnist", "mnist")
+MAX_IDX_BYTES = 1 << 31  # 40 times Fashion-MNIST's training images
 
 
 @dataclass
@@ -53,23 +57,40 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (gzip-compressed or raw), the format of MNIST-like sets."""
+    """Read one IDX file (gzip-compressed or raw), the format of MNIST-like sets.
+
+    The header declares the array; no more than it declares (at most
+    ``MAX_IDX_BYTES``) is ever decompressed or read."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    check_readable(path)
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
-        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-        if zero != 0 or dtype_code not in IDX_DTYPES:
-            raise ValueError("bad magic number")
-        dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-        dtype = np.dtype(IDX_DTYPES[dtype_code]).newbyteorder(">")
-        array = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
-        if array.size != int(np.prod(dims)):
-            raise ValueError(f"expected {int(np.prod(dims))} values, found {array.size}")
-        return array.reshape(dims).astype(dtype.newbyteorder("="))
-    except (OSError, ValueError, struct.error, EOFError) as exc:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            zero, dtype_code, ndim = struct.unpack(">HBB", _read_exactly(f, 4, "header"))
+            if zero != 0 or dtype_code not in IDX_DTYPES or ndim == 0:
+                raise ValueError("bad magic number")
+            dims = struct.unpack(f">{ndim}I", _read_exactly(f, 4 * ndim, "dimensions"))
+            dtype = np.dtype(IDX_DTYPES[dtype_code]).newbyteorder(">")
+            size = math.prod(dims) * dtype.itemsize
+            if size > MAX_IDX_BYTES:
+                raise ValueError(f"it declares {size} bytes of data, more than the {MAX_IDX_BYTES} this reader takes")
+            data = _read_exactly(f, size, f"{math.prod(dims)} values")
+            if f.read(1):
+                raise ValueError(f"data continues after the {math.prod(dims)} values its header declares")
+        return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+    except (OSError, ValueError, struct.error, EOFError, zlib.error) as exc:
         raise UserError(f"{path}: not a valid IDX file ({exc})") from None
+
+
+def _read_exactly(f, size: int, what: str) -> bytes:
+    """``size`` bytes in chunks (a damaged header cannot make one huge allocation), or ``ValueError``."""
+    chunks, left = [], size
+    while left:
+        chunk = f.read(min(left, 1 << 24))
+        if not chunk:
+            raise ValueError(f"truncated: the file ends before its {what}")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _digits() -> Dataset:
@@ -113,6 +134,14 @@ def _idx_dataset(name: str, directory: Path) -> Dataset:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise UserError(f"{directory}: {split} images {images.shape} and labels {labels.shape} do not match")
+        if len(images) == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+            raise UserError(f"{directory}: the {split} split holds no images {images.shape}")
+        if images.dtype != np.uint8 or labels.dtype != np.uint8:
+            raise UserError(f"{directory}: the {split} images and labels must be unsigned bytes (IDX type 0x08, "
+                            f"as the -ubyte names say), found {images.dtype} and {labels.dtype}")
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise UserError(f"{directory}: train images are {arrays['train_images'].shape[1:]} pixels, test images "
+                        f"{arrays['test_images'].shape[1:]}; both splits must have one image size")
     classes = int(max(arrays["train_labels"].max(), arrays["test_labels"].max())) + 1
     return Dataset(name, arrays["train_images"][:, None].astype(np.int64),
                    arrays["train_labels"].astype(np.int64),

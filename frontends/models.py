@@ -12,6 +12,8 @@ fires and its final membrane potential is the output (NIR ``LI``).
 
 from __future__ import annotations
 
+import math
+
 import snntorch as snn
 import torch
 from torch import nn
@@ -46,6 +48,86 @@ def default_config(arch: str, input_shape, classes: int, channel_dropout: float 
     raise ValueError(f"unknown architecture {arch!r}")
 
 
+def check_config(config, input_shape, classes: int) -> None:
+    """Raise ``ValueError`` naming the first thing wrong with an architecture ``config`` for
+    inputs of ``input_shape`` and ``classes`` outputs, before any layer is built."""
+    if not isinstance(config, dict):
+        raise ValueError(f"expected a dict, found {type(config).__name__}")
+    if config.get("arch") not in ARCHITECTURES:
+        raise ValueError(f"arch {config.get('arch')!r} is not one of {', '.join(ARCHITECTURES)}")
+    if not _is_count(classes):
+        raise ValueError(f"classes must be a positive integer, found {classes!r}")
+    if not (isinstance(input_shape, (list, tuple)) and input_shape and all(_is_count(d) for d in input_shape)):
+        raise ValueError(f"input shape must list positive sizes, found {input_shape!r}")
+    beta, threshold = config.get("beta"), config.get("threshold")
+    if not (_is_real(beta) and 0.0 <= beta <= 1.0):
+        raise ValueError(f"beta must be in [0, 1], found {beta!r}")
+    if not (_is_real(threshold) and math.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold must be positive, found {threshold!r}")
+    dropout = config.get("channel_dropout", 0.0)
+    if not (_is_real(dropout) and 0.0 <= dropout < 1.0):
+        raise ValueError(f"channel_dropout must be in [0, 1), found {dropout!r}")
+    widths_key = "hidden" if config["arch"] == "mlp" else "channels"
+    widths = config.get(widths_key)
+    if not (isinstance(widths, (list, tuple)) and all(_is_count(w) for w in widths)):
+        raise ValueError(f"{widths_key} must list positive sizes, found {widths!r}")
+    if config["arch"] == "mlp":
+        if config.get("readout", "spikes") not in ("spikes", "membrane"):
+            raise ValueError(f"readout must be spikes or membrane, found {config.get('readout')!r}")
+        return
+    if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+        raise ValueError(f"csnn needs square images (C, H, H), found input shape {tuple(input_shape)}")
+    if not widths:
+        raise ValueError("channels must list at least one convolution")
+    for key, least in (("kernel", 1), ("padding", 0), ("pool", 1)):
+        if not (isinstance(config.get(key), int) and not isinstance(config[key], bool) and config[key] >= least):
+            raise ValueError(f"{key} must be an integer of at least {least}, found {config.get(key)!r}")
+    if not isinstance(config.get("batchnorm", False), bool):
+        raise ValueError(f"batchnorm must be true or false, found {config['batchnorm']!r}")
+    side = input_shape[-1]
+    for block, _ in enumerate(widths):
+        side = (side + 2 * config["padding"] - config["kernel"] + 1) // config["pool"]
+        if side < 1:
+            raise ValueError(f"block {block} shrinks the {input_shape[-1]}-pixel input to nothing (kernel "
+                             f"{config['kernel']}, padding {config['padding']}, pool {config['pool']})")
+
+
+NEURON_TRAINING_VALUES = 11
+"""Values per neuron and step that a training step keeps for the backward pass (the synapse's
+output, snnTorch's membrane, spike, reset and surrogate terms): measured on the digits MLP."""
+
+
+def network_size(config: dict, input_shape, classes: int) -> tuple[int, int]:
+    """(weights, values per sample and step that training keeps for the backward pass), from a
+    valid ``config`` without building the network: what a checkpoint must hold and what
+    training's memory grows with."""
+    if config["arch"] == "mlp":
+        sizes = [math.prod(input_shape)] + list(config["hidden"]) + [classes]
+        weights = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        return weights, NEURON_TRAINING_VALUES * sum(sizes[1:])
+    channels_in, side = input_shape[0], input_shape[-1]
+    weights = values = 0
+    for channels in config["channels"]:
+        weights += channels * channels_in * config["kernel"] ** 2 + channels
+        if config.get("batchnorm"):
+            weights += 2 * channels
+        convolved = side + 2 * config["padding"] - config["kernel"] + 1
+        side = convolved // config["pool"]
+        values += channels * convolved ** 2 * (2 if config.get("batchnorm") else 1)
+        values += NEURON_TRAINING_VALUES * channels * side ** 2
+        channels_in = channels
+    features = channels_in * side * side
+    return weights + features * classes + classes, values + NEURON_TRAINING_VALUES * classes
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
 class Block(nn.Module):
     """synapse -> Leaky neurons, one Loihi layer (``spiking=False``: a leaky integrator)."""
 
@@ -78,7 +160,7 @@ class SpikingNetwork(nn.Module):
         beta, threshold = config["beta"], config["threshold"]
         self.blocks = nn.ModuleList()
         if config["arch"] == "mlp":
-            sizes = [int(torch.tensor(input_shape).prod())] + list(config["hidden"]) + [classes]
+            sizes = [math.prod(input_shape)] + list(config["hidden"]) + [classes]
             last = len(sizes) - 2
             for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
                 layers = [nn.Flatten()] if i == 0 else []

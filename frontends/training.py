@@ -10,7 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from frontends.datasets import Dataset
-from frontends.models import SpikingNetwork, default_config
+from frontends.models import SpikingNetwork, default_config, network_size
 
 
 @dataclass
@@ -24,6 +24,13 @@ class TrainOptions:
     channel_dropout: float = 0.0
     widths: list[int] | None = None
     progress: bool = True
+
+
+def training_memory_bytes(config: dict, input_shape, classes: int, steps: int, batch_size: int) -> int:
+    """About how much memory training ``config`` takes: float32 weights with their gradients and
+    Adam's two moments, and every step's activity of a batch, kept for the backward pass."""
+    weights, values = network_size(config, input_shape, classes)
+    return 4 * (4 * weights + steps * batch_size * values)
 
 
 def train(dataset: Dataset, options: TrainOptions) -> tuple[SpikingNetwork, dict]:

@@ -41,6 +41,7 @@ def _run_batch(graph: Graph, x: np.ndarray, record: bool) -> RunResult:
         n = pop.size
         f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         alpha, beta, theta, bias = f32(pop.alpha), f32(pop.beta), f32(pop.threshold), f32(pop.bias)
+        current_bias = f32(pop.current_bias)
         drive = torch.zeros(b * steps, n)
         recurrent = []
         for conn in graph.incoming(pop.name):
@@ -61,7 +62,7 @@ def _run_batch(graph: Graph, x: np.ndarray, record: bool) -> RunResult:
                 if t > 0:
                     current = current + accumulate(conn.kind, w, spikes[:, t - 1], pop.shape,
                                                    conn.stride, conn.padding)
-            i = alpha * i + current
+            i = alpha * i + current + current_bias
             v = beta * v + i + bias
             if pop.spiking:
                 fired = v > theta

@@ -149,9 +149,10 @@ def test_bad_compression_options(checkpoint, tmp_path, args, fragments):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_network_that_does_not_fit_names_the_limit(checkpoint):
-    assert_user_error(snn_compile(checkpoint, "--max-cores", "1"), "does not fit loihi2", "cores",
-                      "over the limit of 1")
+def test_a_network_that_does_not_fit_names_the_limit(checkpoint, tmp_path):
+    assert_user_error(snn_compile(checkpoint, "--max-cores", "1", "-o", tmp_path / "out"), "does not fit loihi2",
+                      "cores", "over the limit of 1")
+    assert not (tmp_path / "out").exists()
 
 
 def test_unknown_target(checkpoint):
@@ -159,7 +160,7 @@ def test_unknown_target(checkpoint):
 
 
 def test_dataset_directory_without_files(checkpoint, tmp_path):
-    assert_user_error(snn_compile(checkpoint, "--dataset", "fmnist", "--data-dir", tmp_path),
+    assert_user_error(snn_compile(checkpoint, "--dataset", "fmnist", "--data-dir", tmp_path, "-o", tmp_path / "out"),
                       "not found", "dataset-fashion-mnist")
 
 

@@ -11,12 +11,15 @@ import textwrap
 import numpy as np
 import pytest
 
+from targets.chips import load_chip
 from targets.lava import environment
 from targets.lava import runner as lava_runner
 from targets.loihi2.emulator import run as run_emulator
+from tests.test_nir_import import _conv_graph, _synaptic_network
 from toolchain.compare import first_divergence
 from toolchain.errors import UserError
 from toolchain.ir import INPUT
+from toolchain.nir_import import ImportOptions, graph_from_nir
 from toolchain.passes.quantize import QuantizeOptions, quantize
 from toolchain.program import Layer, Program, Synapses
 
@@ -51,9 +54,9 @@ def test_trained_models_match_lava_at_8_4_2_bits(arch, request, digits, loihi2):
         assert sum(t.sum() for t in result.trains.values()) > 0
 
 
-def layer(name, n, du=4095, dv=0, vth=100, bias_mant=0, bias_exp=0, shape=None):
+def layer(name, n, du=4095, dv=0, vth=100, bias_mant=0, bias_exp=0, shape=None, **extra):
     return Layer(name=name, shape=shape or (n,), du=du, dv=dv, vth=vth, bias_mant=bias_mant, bias_exp=bias_exp,
-                 v_scale=1.0)
+                 v_scale=1.0, **extra)
 
 
 def chain(layers, synapses, n_in, steps, levels, input_shape=None):
@@ -109,6 +112,14 @@ def edge_programs():
         [grouped, layer("out", 3, vth=8)],
         [dense(INPUT, "g", split_weights, [2, 2, 1, 0, 3, 1]),
          dense("g", "out", RNG.integers(-255, 256, (3, 6)), 2)], n_in, steps, 1), binary)
+    # current biases: mixed signs and odd values (Lava drops their low bit), a negative exponent that floors,
+    # and exponents that differ between neurons of one group (so the group becomes two processes)
+    biased = layer("cb", 6, du=[3000, 3000, 3000, 100, 100, 100], dv=300, vth=40, bias_mant=-20,
+                   current_bias_mant=[255, -256, 37, -3, 5, 0], current_bias_exp=[2, 2, 2, -1, 0, -1])
+    cases["current_bias"] = (chain(
+        [biased, layer("cb_out", 3, du=2000, dv=100, vth=30, current_bias_mant=[-7, 9, 120], current_bias_exp=1)],
+        [dense(INPUT, "cb", RNG.integers(-120, 120, (6, n_in)), 1, message_bits=8),
+         dense("cb", "cb_out", RNG.integers(-255, 256, (3, 6)), 2)], n_in, steps, 255), graded)
     conv_in = (2, 7, 7)
     conv_out = layer("c", 3 * 4 * 4, vth=20, shape=(3, 4, 4), bias_mant=-5)
     conv = Synapses(INPUT, "c", RNG.integers(-255, 256, (3, 2, 3, 3)), np.repeat([1, 0, 2], 16), 6, kind="conv",
@@ -144,6 +155,41 @@ def test_u_wraps_and_v_clips_in_the_edge_case():
     result = run_emulator(program, inputs, record=True)
     assert (result.u["a"][:, :, :4] < 0).any()  # positive drive wrapped past 2^23
     assert (result.v["a"][:, :, 4:] == -(2**23 - 1)).any()  # negative drive saturated
+
+
+@needs_lava
+def test_cuba_lif_network_with_biases_matches_lava():
+    """snnTorch's Linear(bias=True) -> Synaptic, compiled: the current biases run on Lava as always-on inputs."""
+    nir_graph, x, _, _ = _synaptic_network(samples=12, steps=20)
+    program = quantize(graph_from_nir(nir_graph, ImportOptions(input_levels=1)), load_chip("loihi2"),
+                       QuantizeOptions(bits=8))
+    assert all(layer.has_current_bias for layer in program.layers)
+    result = assert_bit_exact(program, x, batch_size=6)
+    assert result.trains["lif1"].sum() > 100
+
+
+@needs_lava
+def test_neuron_groups_splitting_conv_channels_match_lava():
+    """Gains and thresholds that vary within a channel: four groups share each channel's kernel."""
+    program = quantize(graph_from_nir(_conv_graph(dense=False)), load_chip("loihi2"), QuantizeOptions(bits=8))
+    assert len(program.layer("lif").groups()) == 4
+    x = RNG.integers(0, 256, size=(8, 1, 6, 6))
+    result = assert_bit_exact(program, x)
+    assert result.trains["lif"].sum() > 0
+
+
+def test_subtract_reset_is_refused_in_one_line_before_lava_starts(monkeypatch):
+    """Lava 0.10's LIF resets to zero and it has no process that subtracts: --target lava says so."""
+    program, inputs = EDGE_CASES["graded_input"]
+    subtracting = Program(chip="loihi2", input_shape=program.input_shape, input_levels=program.input_levels,
+                          steps=program.steps, layers=[layer("a", 4, du=2048, dv=512, vth=40, reset="subtract")],
+                          synapses=program.synapses, output="a")
+    monkeypatch.setattr(lava_runner, "run_worker", lambda *args: pytest.fail("the worker must not start"))
+    with pytest.raises(UserError) as err:
+        lava_runner.run(subtracting, inputs)
+    message = str(err.value)
+    assert "\n" not in message and "layer 'a' resets by subtraction" in message
+    assert "Lava 0.10 has no such process" in message and "--reset zero" in message
 
 
 def test_missing_environment_is_one_clear_line(tmp_path, monkeypatch):

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+import torch
 
+from frontends.checkpoint import save_checkpoint
+from frontends.models import SpikingNetwork, default_config
 from targets import reference
+from toolchain.cli import main
 from toolchain.errors import UserError
+from toolchain.files import read_marker
 from toolchain.ir import INPUT, Connection, Graph, Population
 from toolchain.passes.quantize import QuantizeOptions, fake_quantize, quantize
 from toolchain.sweep import check_settings, evaluate_setting, run_sweep, split_data, sweep_settings
+
+CLI = [sys.executable, "-m", "toolchain.cli"]
 
 
 def test_per_channel_beats_per_tensor_on_uneven_channel_ranges(loihi2):
@@ -78,3 +90,52 @@ def test_sweep_reproduces_the_float_model_at_16_bits(mlp, digits, loihi2):
 def test_bad_settings(bits, ratios, message):
     with pytest.raises(UserError, match=message):
         check_settings(bits, ratios)
+
+
+def test_an_interrupted_sweep_keeps_its_rows_and_resumes_to_the_same_rows(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = SpikingNetwork(default_config("mlp", (1, 8, 8), 10, widths=[16]), (1, 8, 8), 10, 4)
+    save_checkpoint(model, tmp_path / "model.pt", dataset="digits", levels=16)
+    sweep = CLI + ["sweep", str(tmp_path / "model.pt"), "--bits", "8,4", "--prune", "0.2", "--methods", "baseline",
+                   "--samples", "60", "--calibration", "32", "--workers", "1", "--prune-search", "none"]
+    out = tmp_path / "out"
+    proc = subprocess.Popen(sweep + ["-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("sweep: 1/6 "):  # one of six settings finished: interrupt the rest
+            proc.send_signal(signal.SIGINT)
+            break
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and stderr == "snn-compile: interrupted\n"
+    kept = json.loads((out / "sweep.json").read_text())
+    assert 1 <= len(kept) < 6 and kept[0]["bits"] == 32 and kept[0]["prune"] == 0
+    assert f"wrote the {len(kept)} finished settings of 6 to {out}/ (a partial sweep); rerun the same command " \
+           f"with --resume to compute the other {6 - len(kept)}" in stdout
+    assert f"A partial sweep: {len(kept)} of 6 settings (interrupted)" in (out / "sweep.md").read_text()
+    assert read_marker(out)["sweep"]["complete"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "out"]
+
+    options = [str(a) for a in sweep[len(CLI):]]
+    assert main(options + ["-o", str(out), "--resume"]) == 0
+    assert f"sweep: {len(kept)} of 6 settings already done; computing {6 - len(kept)}" in capsys.readouterr().out
+    assert read_marker(out)["sweep"]["complete"] is True
+    assert main(options + ["-o", str(tmp_path / "whole")]) == 0
+    for name in ("sweep.json", "sweep.csv", "sweep.md"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    capsys.readouterr()
+    assert main(options[:-2] + ["--prune-search", "greedy", "-o", str(out), "--resume"]) == 2
+    assert capsys.readouterr().err == (
+        f"snn-compile: error: --resume: the sweep in {out} ran with prune_search 'none', not 'greedy'; resume with "
+        "the same options, or start over with --force\n")
+
+
+def test_resumed_rows_equal_computed_ones(mlp, digits, loihi2):
+    """Rows handed back as finished are kept; the missing ones (here one needing the shared
+    calibration's rates) come out as an uninterrupted run computes them."""
+    data = split_data(digits, calibration=128, validation=128, test_samples=150)
+    settings = dict(bits=[8], ratios=[0.2], methods=("baseline", "best"), workers=1, progress=False,
+                    prune_search=False)
+    rows = run_sweep(mlp[1], loihi2, data, **settings)
+    missing = {("best", 8, 0.0), ("baseline", 32, 0.2)}
+    finished = [row for row in rows if (row["method"], row["bits"], row["prune"]) not in missing]
+    assert len(finished) == len(rows) - 2
+    assert run_sweep(mlp[1], loihi2, data, **settings, finished=finished) == rows

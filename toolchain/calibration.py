@@ -29,5 +29,5 @@ def calibrate(graph: Graph, images: np.ndarray, gram: bool = False, batch_size: 
         for (source, _), accumulator in accumulators.items():
             accumulator.add(result.trains[source])
     rates = {k: sum(part[k] for part in counts) / (len(images) * graph.steps) for k in counts[0]}
-    rates[INPUT] = images.reshape(len(images), -1).mean(axis=0)
+    rates[INPUT] = images.reshape(len(images), -1, int(np.prod(graph.input_shape))).mean(axis=(0, 1))
     return Calibration(rates, {k: a.gram for k, a in accumulators.items()} if gram else None)

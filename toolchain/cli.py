@@ -6,19 +6,28 @@ Errors a user can cause end in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import shutil
+import math
+import os
+import signal
 import sys
-import tempfile
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.files import StagingDir, check_output_file
 from toolchain.nir_import import ImportOptions
 from toolchain.passes.prune import COMPENSATIONS, METHODS as PRUNE_METHODS, RANKS
 from toolchain.passes.quantize import GRANULARITIES, WEIGHT_SCALES
 
 from targets.registry import TARGETS
+from toolchain.driver import MAX_STEPS
+
+DATA_HELP = ("your own data instead of --dataset: an .npz with x_train/y_train/x_test/y_test (or x/y, "
+             "split 80/20 by seed 0); frames [N,C,H,W] or [N,F], or spike trains [N,T,...]; integers 0..levels "
+             "or floats in [0, 1]; integer labels or float regression targets (frontends/user_data.py)")
 COMMANDS = ("compile", "train", "sweep", "train-ann", "convert", "serve", "compare", "lava")
 
 DESCRIPTION = """\
@@ -54,8 +63,28 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Option errors are user errors like any other: one line, exit status 2, no usage block."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see `{self.prog.replace(' [compile]', ' compile')} --help`)")
+
+
+def _output_path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the output path is empty; name a file or directory")
+    return Path(text)
+
+
+FORCE_HELP = "replace the output directory if an earlier snn-compile run wrote it (never any other directory)"
+FRAMEWORK_HELP = ("framework that wrote the NIR file: its conventions give dt, reset and IF stepping when the file "
+                  "does not say (snntorch, norse, sinabs, rockpool, lava-dl, spinnaker2, nir; default: named in the "
+                  "file's metadata, else snn-compile's)")
+RESET_HELP = "neuron reset, overriding the file and --framework (default: the file's, else the framework's, else zero)"
+
+
 def _compile_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snn-compile [compile]", description="Compile MODEL for a chip, run it "
+    p = _Parser(prog="snn-compile [compile]", description="Compile MODEL for a chip, run it "
                                 "on the test split of its dataset, and write program.h5, model.nir, "
                                 "report.json and report.md.")
     p.add_argument("model", help="snn-compile checkpoint (.pt) or NIR graph (.nir)")
@@ -82,16 +111,20 @@ def _compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-compensation", choices=COMPENSATIONS, default="regression", help="what replaces the "
                    "removed units' input to the next layers: a least-squares refit of the kept weights "
                    "(regression, default), their mean drive folded into the biases (mean), or nothing (none)")
-    p.add_argument("-o", "--output", type=Path, help="output directory (default: next to MODEL, "
-                   "named MODEL-TARGET-BITSb)")
+    p.add_argument("-o", "--output", type=_output_path, help="output directory (default: next to MODEL, "
+                   "named MODEL-TARGET-BITSb); an existing one is replaced only with --force")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one the checkpoint names; "
                    "digits, fmnist or mnist)")
     p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
+    p.add_argument("--data", type=Path, metavar="FILE.npz", help=DATA_HELP)
     p.add_argument("--samples", type=int, help="evaluate on the first N test samples (default: all)")
     p.add_argument("--batch-size", type=int, default=256, help="samples run at once (default 256)")
-    p.add_argument("--steps", type=int, help="time steps, when a NIR file does not say")
+    p.add_argument("--steps", type=int, help=f"time steps, when a NIR file does not say (at most {MAX_STEPS})")
     p.add_argument("--dt", type=float, help="time step in seconds for discretising NIR, when the file "
                    "does not say (default 1e-4, snnTorch's convention)")
+    p.add_argument("--framework", help=FRAMEWORK_HELP)
+    p.add_argument("--reset", choices=("zero", "subtract"), help=RESET_HELP)
     p.add_argument("--input-shape", help="input shape C,H,W or N, when a NIR file does not say")
     p.add_argument("--input-levels", type=int, help="input values are integers 0..LEVELS (default: "
                    "from the graph, else 255)")
@@ -113,12 +146,13 @@ def _compile_parser() -> argparse.ArgumentParser:
 def _train_parser() -> argparse.ArgumentParser:
     from frontends.models import ARCHITECTURES
 
-    p = argparse.ArgumentParser(prog="snn-compile train", description="Train a spiking network with "
+    p = _Parser(prog="snn-compile train", description="Train a spiking network with "
                                 "surrogate gradients (snnTorch) and save a self-describing checkpoint.")
-    p.add_argument("--dataset", default="digits", help="digits (embedded), fmnist or mnist (default digits)")
+    p.add_argument("--dataset", help="digits (embedded), fmnist or mnist (default digits)")
     p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
+    p.add_argument("--data", type=Path, metavar="FILE.npz", help=DATA_HELP)
     p.add_argument("--arch", choices=ARCHITECTURES, default="mlp", help="network architecture (default mlp)")
-    p.add_argument("--steps", type=int, default=16, help="time steps per sample (default 16)")
+    p.add_argument("--steps", type=int, default=16, help=f"time steps per sample (default 16, at most {MAX_STEPS})")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
@@ -129,12 +163,13 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-dropout", type=float, default=0.0, help="silence each hidden channel for a whole "
                    "sample with this probability while training, so that structured pruning costs less "
                    "(default 0)")
-    p.add_argument("-o", "--output", type=Path, default=Path("model.pt"), help="checkpoint path (default model.pt)")
+    p.add_argument("-o", "--output", type=_output_path, default=Path("model.pt"),
+                   help="checkpoint path (default model.pt)")
     return p
 
 
 def _sweep_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snn-compile sweep", description="Compress MODEL at every weight width and "
+    p = _Parser(prog="snn-compile sweep", description="Compress MODEL at every weight width and "
                                 "pruning ratio, with the seed's plain recipe (baseline) and with calibrated "
                                 "options chosen on a validation split of the training data (best). Writes "
                                 "sweep.csv, sweep.json, sweep.md and sweep.png.")
@@ -144,9 +179,14 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", default="0.1,0.2,0.3", help="comma-separated structured pruning ratios in [0, 1) "
                    "(default 0.1,0.2,0.3)")
     p.add_argument("--methods", default="baseline,best", help="baseline, best or both (default both)")
-    p.add_argument("-o", "--output", type=Path, help="output directory (default: next to MODEL, MODEL-sweep)")
+    p.add_argument("-o", "--output", type=_output_path, help="output directory (default: next to MODEL, "
+                   "MODEL-sweep); an existing one is replaced only with --force or --resume")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep: keep the rows in the "
+                   "output directory and compute only the missing settings (the options must be the same)")
     p.add_argument("--dataset", help="dataset (default: the one the checkpoint names)")
     p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
+    p.add_argument("--data", type=Path, metavar="FILE.npz", help=DATA_HELP)
     p.add_argument("--samples", type=int, help="evaluate on the first N test samples (default: all)")
     p.add_argument("--calibration", type=int, default=512, help="training samples for calibration (default 512; "
                    "pruning's least-squares refit gains from more: the Fashion-MNIST study uses 8192)")
@@ -163,11 +203,13 @@ def _sweep_parser() -> argparse.ArgumentParser:
                    "every ratio (default); axes: bits unpruned and ratios with float weights, as the "
                    "quantization seed's study")
     p.add_argument("--steps", type=int, help="time steps, when a NIR file does not say")
+    p.add_argument("--framework", help=FRAMEWORK_HELP)
+    p.add_argument("--reset", choices=("zero", "subtract"), help=RESET_HELP)
     return p
 
 
 def _train_ann_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snn-compile train-ann", description="Train a ReLU MLP (Flatten, Linear -> "
+    p = _Parser(prog="snn-compile train-ann", description="Train a ReLU MLP (Flatten, Linear -> "
                                 "ReLU per hidden layer, Linear) and save an ANN checkpoint for `snn-compile "
                                 "convert`. Any nn.Sequential of convertible layers saved with "
                                 "frontends.ann_training.save_ann converts the same way.")
@@ -179,19 +221,26 @@ def _train_ann_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("-o", "--output", type=Path, default=Path("ann.pt"), help="checkpoint path (default ann.pt)")
+    p.add_argument("-o", "--output", type=_output_path, default=Path("ann.pt"),
+                   help="checkpoint path (default ann.pt)")
     return p
 
 
 def cmd_train_ann(args) -> int:
-    from frontends.ann_training import AnnTrainOptions, build_mlp, save_ann, train_ann
+    from frontends.ann_training import AnnTrainOptions, ann_training_memory_bytes, build_mlp, save_ann, train_ann
     from frontends.datasets import load_dataset
 
     hidden = _number_list(args.hidden, int, "--hidden")
     _positive(epochs=args.epochs, batch_size=args.batch_size)
     if any(size < 1 for size in hidden):
         raise UserError(f"--hidden {args.hidden!r}: layer sizes must be at least 1")
+    _check_seed(args.seed, "--seed")
+    _check_learning_rate(args.lr)
+    check_output_file(args.output)
     dataset = load_dataset(args.dataset, args.data_dir)
+    _require_memory(ann_training_memory_bytes(dataset.input_shape, hidden, dataset.classes,
+                                              min(args.batch_size, len(dataset.x_train))),
+                    f"training a ReLU MLP with --hidden {args.hidden}", "lower --hidden or --batch-size")
     model = build_mlp(dataset.input_shape, dataset.classes, hidden, seed=args.seed)
     sizes = "-".join(str(s) for s in [int(np.prod(dataset.input_shape)), *hidden, dataset.classes])
     print(f"training ReLU MLP {sizes} on {dataset.name}: {len(dataset.x_train)} samples, {args.epochs} epochs, "
@@ -206,13 +255,13 @@ def cmd_train_ann(args) -> int:
 def _convert_parser() -> argparse.ArgumentParser:
     from frontends.conversion import METHODS
 
-    p = argparse.ArgumentParser(prog="snn-compile convert", description="Convert a trained ReLU network into "
+    p = _Parser(prog="snn-compile convert", description="Convert a trained ReLU network into "
                                 "integrate-and-fire neurons and write a NIR graph that names its dataset, steps, "
                                 "dt, reset and input range, so `snn-compile OUT.nir` needs no further options. "
                                 "Which method is exact on which target: docs/conversion.md.")
     p.add_argument("ann", help="ANN checkpoint (`snn-compile train-ann`, frontends.ann_training.save_ann), or a "
                    "whole model saved with torch.save(model) together with --unpickle")
-    p.add_argument("-o", "--output", type=Path, help="NIR file to write (default: next to ANN, "
+    p.add_argument("-o", "--output", type=_output_path, help="NIR file to write (default: next to ANN, "
                    "ANN-METHOD-tSTEPS.nir)")
     p.add_argument("--method", choices=METHODS, default="qffs", help="qffs (default): fine-tune with activations "
                    "quantized to STEPS levels, which STEPS time steps represent exactly; max, percentile: plain "
@@ -244,13 +293,18 @@ def cmd_convert(args) -> int:
     from frontends.datasets import load_dataset
 
     _positive(steps=args.steps, calibration=args.calibration)
+    _check_steps(args.steps)
     if args.finetune_epochs < 0:
         raise UserError(f"--finetune-epochs must be 0 or more, got {args.finetune_epochs}")
     if not 0 < args.percentile <= 100:
         raise UserError(f"--percentile must be in (0, 100], got {args.percentile}")
+    _check_seed(args.seed, "--seed")
+    _check_learning_rate(args.lr)
     if args.output and args.output.suffix != ".nir":
         raise UserError(f"-o {args.output}: the output is a NIR graph, and the compile command knows it by "
                         "the suffix; name it *.nir")
+    if args.output or args.steps:  # else the default name waits for the steps the checkpoint gives
+        check_output_file(_convert_output(args, args.steps), inputs=(args.ann,))
     model, meta = load_ann(args.ann, allow_pickle=args.unpickle)
     model_layers(model)  # refuses unconvertible layers before any training
     if not (args.dataset or meta["dataset"]):
@@ -276,8 +330,9 @@ def cmd_convert(args) -> int:
         print(f"quantized ANN ({args.steps} levels, reset {reset}) test accuracy {metrics['test_accuracy']:.4f}")
     nir_graph = convert(model, calibration, method=args.method, steps=args.steps, input_shape=dataset.input_shape,
                         input_levels=dataset.levels, reset=reset, percentile=args.percentile, dataset=dataset.name)
-    steps, ann_path = nir_graph.metadata["steps"], Path(args.ann)
-    output = args.output or ann_path.with_name(f"{ann_path.stem}-{args.method}-t{steps}.nir")
+    steps = nir_graph.metadata["steps"]
+    output = _convert_output(args, steps)
+    check_output_file(output, inputs=(args.ann,))
     write_nir(nir_graph, output)
     print(f"wrote {output}: {args.method}, {steps} steps, reset {nir_graph.metadata['reset']}, "
           f"dataset {dataset.name}\n"
@@ -285,10 +340,19 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _convert_output(args, steps: int) -> Path:
+    ann_path = Path(args.ann)
+    return args.output or ann_path.with_name(f"{ann_path.stem}-{args.method}-t{steps}.nir")
+
+
 def _serve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snn-compile serve", description="Run PROGRAM on an emulated board in this "
-                                "process and serve it over a socket (protocol: docs/hil.md); a host drives it "
-                                "with targets.hil.client.Board. Stops on a client's shutdown, SIGTERM or Ctrl-C.")
+    import dataclasses
+
+    from targets.hil.server import LIMIT_OPTIONS, TOKEN_ENV, Limits
+
+    p = _Parser(prog="snn-compile serve", description="Run PROGRAM on an emulated board in this process and "
+                "serve it over a socket (protocol, limits and trust model: docs/hil.md); a host drives it with "
+                "targets.hil.client.Board. Stops on a client's shutdown, SIGTERM or Ctrl-C.")
     p.add_argument("program", type=Path, help="compiled program (program.h5 from `snn-compile MODEL`)")
     p.add_argument("--target", default="loihi2", help="board to emulate: loihi2 (the bit-accurate emulator; "
                    "lava cannot be served: its runner is not step by step)")
@@ -297,20 +361,31 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--unix", type=Path, help="listen on this Unix socket path instead of TCP")
     p.add_argument("--step-period", type=float, default=1e-3, help="seconds of real time per chip step, for the "
                    "real-time factor in the counters (default 1e-3)")
+    p.add_argument("--token-file", type=Path, help="a file (mode 0600) holding a shared token that every client "
+                   f"must send first (default: the {TOKEN_ENV} environment variable, else no token)")
+    limits = p.add_argument_group("limits", "what one client may ask; a request over one gets an error naming it")
+    for field in dataclasses.fields(Limits):
+        option, unit, bounds = LIMIT_OPTIONS[field.name]
+        limits.add_argument(option, dest=field.name, type=type(field.default), default=field.default,
+                            metavar={"bytes": "BYTES", "s": "SECONDS"}.get(unit, "N"),
+                            help=f"{bounds} (default {field.default}"
+                            + (f" = {Limits().shown(field.name)})" if unit == "bytes" else ")"))
     return p
 
 
 def cmd_serve(args) -> int:
-    from targets.hil.server import serve
+    import dataclasses
 
-    if args.step_period <= 0:
-        raise UserError(f"--step-period must be positive, got {args.step_period}")
-    serve(args.program, args.target, args.host, args.port, args.unix, args.step_period)
+    from targets.hil.server import TOKEN_ENV, Limits, read_token, serve
+
+    limits = Limits(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Limits)})
+    token = read_token(args.token_file) if args.token_file is not None else os.environ.get(TOKEN_ENV) or None
+    serve(args.program, args.target, args.host, args.port, args.unix, args.step_period, limits=limits, token=token)
     return 0
 
 
 def _compare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snn-compile compare", description="Compile MODEL, run the same test samples "
+    p = _Parser(prog="snn-compile compare", description="Compile MODEL, run the same test samples "
                                 "on several backends and print one table: accuracy per backend, agreement of "
                                 "predicted labels between each pair, and whether the loihi2 emulator and Lava "
                                 "agree on every spike, u and v (with the first divergence). Exit status 1 when "
@@ -324,7 +399,10 @@ def _compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="samples run at once (default 256)")
     p.add_argument("--dataset", help="dataset (default: the one the checkpoint names)")
     p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
+    p.add_argument("--data", type=Path, metavar="FILE.npz", help=DATA_HELP)
     p.add_argument("--steps", type=int, help="time steps, when a NIR file does not say")
+    p.add_argument("--framework", help=FRAMEWORK_HELP)
+    p.add_argument("--reset", choices=("zero", "subtract"), help=RESET_HELP)
     return p
 
 
@@ -340,15 +418,22 @@ def cmd_compare(args) -> int:
     if unknown:
         raise UserError(f"unknown target {unknown[0]!r}; choose from: {', '.join(TARGETS)}")
     _positive(samples=args.samples, batch_size=args.batch_size, steps=args.steps)
+    _check_steps(args.steps)
     passes = build_pipeline(load_chip("loihi2"), QuantizeOptions(args.bits, args.weight_scale))
-    source = load_model(args.model, ImportOptions(steps=args.steps))
+    user_data = None
+    if args.data:
+        from frontends.user_data import read_user_data
+        user_data = read_user_data(args.data, args.dataset).require("compare")
+    import_options = ImportOptions(steps=args.steps, framework=args.framework, reset=args.reset)
+    source = load_model(args.model, user_data.import_hints(import_options) if user_data else import_options)
     dataset_name = args.dataset or source.dataset
-    if not dataset_name:
-        raise UserError("a NIR model needs --dataset to compare on")
-    dataset = load_dataset(dataset_name, args.data_dir)
-    program = compile_graph(source.graph, passes)
+    if not dataset_name and not user_data:
+        raise UserError("a NIR model needs --dataset (or --data FILE.npz) to compare on")
+    dataset = user_data.for_model(source.graph) if user_data else load_dataset(dataset_name, args.data_dir)
     count = min(args.samples, len(dataset.x_test))
-    x = dataset.x_test[:count].reshape((count,) + tuple(program.input_shape))
+    _require_run_memory(source.graph, min(args.batch_size, count))
+    program = compile_graph(source.graph, passes)
+    x = dataset.x_test[:count] if user_data else dataset.x_test[:count].reshape((count,) + tuple(program.input_shape))
     result = compare(source, program, x, dataset.y_test[:count], targets, args.batch_size)
     print(table(result))
     exact = result.get("exact")
@@ -356,7 +441,7 @@ def cmd_compare(args) -> int:
 
 
 def _lava_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snn-compile lava", description="Manage the Lava environment: lava-nc 0.10.0 "
+    p = _Parser(prog="snn-compile lava", description="Manage the Lava environment: lava-nc 0.10.0 "
                                 "in its own Python 3.10 virtual environment (SNN_LAVA_VENV, default .lava-venv "
                                 "in the repository; the interpreter from SNN_LAVA_PYTHON, PATH or pyenv).")
     p.add_argument("action", choices=("setup",), help="setup: create the environment if it is not complete")
@@ -370,48 +455,91 @@ def cmd_lava(args) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken the way Ctrl-C is: outputs in progress are removed on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(DESCRIPTION)
         return 0
     command = argv.pop(0) if argv[0] in COMMANDS else "compile"
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        if command == "train":
-            return cmd_train(_train_parser().parse_args(argv))
-        if command == "sweep":
-            return cmd_sweep(_sweep_parser().parse_args(argv))
-        if command == "train-ann":
-            return cmd_train_ann(_train_ann_parser().parse_args(argv))
-        if command == "convert":
-            return cmd_convert(_convert_parser().parse_args(argv))
-        if command == "serve":
-            return cmd_serve(_serve_parser().parse_args(argv))
-        if command == "compare":
-            return cmd_compare(_compare_parser().parse_args(argv))
-        if command == "lava":
-            return cmd_lava(_lava_parser().parse_args(argv))
-        return cmd_compile(_compile_parser().parse_args(argv))
+        with warnings.catch_warnings():  # library warnings are noise on a command line; real problems are errors
+            warnings.simplefilter("ignore")
+            return _run(command, argv)
     except UserError as exc:
-        print(f"snn-compile: error: {exc}", file=sys.stderr)
+        print(f"snn-compile: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("snn-compile: interrupted", file=sys.stderr)
-        return 130
+    except OSError as exc:  # the system refused a read or write the checks could not foresee (a full disk)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"snn-compile: error: {where}{_one_line(exc.strerror or exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"snn-compile: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(command: str, argv: list[str]) -> int:
+    if command == "train":
+        return cmd_train(_train_parser().parse_args(argv))
+    if command == "sweep":
+        return cmd_sweep(_sweep_parser().parse_args(argv))
+    if command == "train-ann":
+        return cmd_train_ann(_train_ann_parser().parse_args(argv))
+    if command == "convert":
+        return cmd_convert(_convert_parser().parse_args(argv))
+    if command == "serve":
+        return cmd_serve(_serve_parser().parse_args(argv))
+    if command == "compare":
+        return cmd_compare(_compare_parser().parse_args(argv))
+    if command == "lava":
+        return cmd_lava(_lava_parser().parse_args(argv))
+    return cmd_compile(_compile_parser().parse_args(argv))
+
+
+def _one_line(message) -> str:
+    """Messages from libraries (HDF5, torch) may span lines; an error is one."""
+    return " ".join(str(message).split())
 
 
 def cmd_train(args) -> int:
     from frontends.checkpoint import save_checkpoint
     from frontends.datasets import load_dataset
-    from frontends.training import TrainOptions, train
+    from frontends.models import default_config
+    from frontends.training import TrainOptions, train, training_memory_bytes
 
-    dataset = load_dataset(args.dataset, args.data_dir)
     _positive(steps=args.steps, epochs=args.epochs, batch_size=args.batch_size)
+    _check_steps(args.steps)
     if not 0.0 <= args.channel_dropout < 1.0:
         raise UserError(f"--channel-dropout must be in [0, 1), got {args.channel_dropout}")
     widths = None if args.widths is None else _number_list(args.widths, int, "--widths")
     if widths is not None and (not widths or min(widths) < 1):
         raise UserError(f"--widths must be one or more positive sizes, got {args.widths!r}")
+    _check_seed(args.seed, "--seed")
+    _check_learning_rate(args.lr)
+    check_output_file(args.output)
+    if args.data:
+        from frontends.user_data import read_user_data
+        dataset = read_user_data(args.data, args.dataset).require("train", frames=True).dataset()
+    else:
+        dataset = load_dataset(args.dataset or "digits", args.data_dir)
+    config = default_config(args.arch, dataset.input_shape, dataset.classes, args.channel_dropout, widths)
+    _require_memory(training_memory_bytes(config, dataset.input_shape, dataset.classes, args.steps,
+                                          min(args.batch_size, len(dataset.x_train))),
+                    f"training {args.arch} with --steps {args.steps}" + (f" --widths {args.widths}" if widths else ""),
+                    "lower --steps, --batch-size or --widths")
     print(f"training {args.arch} on {dataset.name}: {len(dataset.x_train)} samples, {args.steps} steps, "
           f"{args.epochs} epochs, seed {args.seed}")
     model, metrics = train(dataset, TrainOptions(arch=args.arch, steps=args.steps, epochs=args.epochs,
@@ -425,17 +553,92 @@ def cmd_train(args) -> int:
 
 def _number_list(text: str, kind, option: str) -> list:
     try:
-        return [kind(v) for v in text.split(",") if v.strip()]
+        values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UserError(f"{option} {text!r}: expected comma-separated numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(f"{option} {text!r}: expected finite numbers")
+    return values
+
+
+SEED_MAX = 2**32 - 1  # numpy's generators take seeds in 0..2**32 - 1
+
+
+def _check_seed(seed: int, option: str) -> None:
+    if not 0 <= seed <= SEED_MAX:
+        raise UserError(f"{option} must be in 0..{SEED_MAX}, got {seed}")
+
+
+def _check_learning_rate(rate: float) -> None:
+    if not (math.isfinite(rate) and rate > 0):
+        raise UserError(f"--lr must be a finite number above 0, got {rate}")
+
+
+def _check_steps(steps: int | None) -> None:
+    if steps is not None and steps > MAX_STEPS:
+        raise UserError(f"--steps {steps} is over the maximum of {MAX_STEPS} time steps")
+
+
+def _require_memory(needed: int, what: str, fix: str) -> None:
+    """Refuse work that would exhaust this machine's memory, before it starts."""
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available:
+        raise UserError(f"{what} needs about {needed / 2**30:.3g} GiB of memory, more than this machine's "
+                        f"{available / 2**30:.3g} GiB; {fix}")
+
+
+def _require_run_memory(graph, batch_size: int) -> None:
+    from toolchain.evaluate import run_memory_bytes
+
+    _require_memory(run_memory_bytes(graph, batch_size), f"running {graph.steps} steps in batches of "
+                    f"{batch_size}", "lower --batch-size (or --steps)")
+
+
+def _sweep_options(args, model_bytes: bytes) -> dict:
+    """What a sweep's rows depend on: ``--resume`` continues only a sweep with the same."""
+    import hashlib
+
+    from toolchain.files import read_input
+
+    return {"model_sha256": hashlib.sha256(model_bytes).hexdigest(), "bits": args.bits, "prune": args.prune,
+            "methods": args.methods, "dataset": args.dataset, "data_dir": args.data_dir, "samples": args.samples,
+            "calibration": args.calibration, "finetune_epochs": args.finetune_epochs,
+            "finetune_samples": args.finetune_samples, "prune_search": args.prune_search, "grid": args.grid,
+            "steps": args.steps,
+            "data_sha256": hashlib.sha256(read_input(args.data)).hexdigest() if args.data else None}
+
+
+def _finished_rows(out_dir: Path, options: dict) -> list[dict]:
+    """The rows an earlier run of the same sweep wrote to ``out_dir``, for ``--resume``."""
+    import json
+
+    from toolchain.files import read_marker
+
+    record = read_marker(out_dir) or {}
+    earlier = (record.get("sweep") or {}).get("options") if record.get("command") == "sweep" else None
+    if not isinstance(earlier, dict):
+        raise UserError(f"--resume: {out_dir} holds no sweep to resume; run the sweep without --resume")
+    changed = next((key for key in options if earlier.get(key) != options[key]), None)
+    if changed:
+        raise UserError(f"--resume: the sweep in {out_dir} ran with {changed} {earlier.get(changed)!r}, not "
+                        f"{options[changed]!r}; resume with the same options, or start over with --force")
+    try:
+        rows = json.loads((out_dir / "sweep.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--resume: cannot read {out_dir / 'sweep.json'} ({_one_line(exc)})") from None
+    if not (isinstance(rows, list) and all(isinstance(r, dict) and {"bits", "prune", "method"} <= r.keys()
+                                           for r in rows)):
+        raise UserError(f"--resume: {out_dir / 'sweep.json'} is not a sweep's rows; start over with --force")
+    return rows
 
 
 def cmd_sweep(args) -> int:
     from frontends.datasets import load_dataset
     from targets.chips import load_chip
     from toolchain.driver import load_model
+    from toolchain.files import read_input
     from toolchain.report import sweep_table, write_sweep
-    from toolchain.sweep import check_settings, run_sweep, split_data
+    from toolchain.sweep import SweepInterrupted, check_settings, finish_rows, run_sweep, split_data
 
     bits = _number_list(args.bits, int, "--bits")
     ratios = _number_list(args.prune, float, "--prune")
@@ -443,22 +646,47 @@ def cmd_sweep(args) -> int:
     if not methods or set(methods) - {"baseline", "best"}:
         raise UserError(f"--methods {args.methods!r}: choose baseline, best or baseline,best")
     check_settings(bits, ratios)
-    _positive(samples=args.samples, calibration=args.calibration, workers=args.workers)
-    source = load_model(args.model, ImportOptions(steps=args.steps))
-    dataset_name = args.dataset or source.dataset
-    if not dataset_name:
-        raise UserError("a NIR model needs --dataset to sweep on")
-    _positive(finetune_samples=args.finetune_samples)
-    data = split_data(load_dataset(dataset_name, args.data_dir), calibration=args.calibration,
-                      test_samples=args.samples, train_samples=args.finetune_samples)
+    _positive(samples=args.samples, calibration=args.calibration, workers=args.workers,
+              finetune_samples=args.finetune_samples, steps=args.steps)
+    _check_steps(args.steps)
     if args.finetune_epochs < 0:
         raise UserError(f"--finetune-epochs must be 0 or more, got {args.finetune_epochs}")
-    rows = run_sweep(source.graph, load_chip("loihi2"), data, bits, ratios, methods, workers=args.workers,
-                     finetune_epochs=args.finetune_epochs, grid=args.grid,
-                     prune_search=args.prune_search == "greedy")
-    out_dir = args.output or source.path.with_name(f"{source.path.stem}-sweep")
-    with _staging(out_dir) as staging:
-        write_sweep(rows, staging)
+    model_path = Path(args.model)
+    out_dir = args.output or model_path.with_name(f"{model_path.stem}-sweep")
+    options = _sweep_options(args, read_input(model_path))
+    output = StagingDir(out_dir, {"command": "sweep", "sweep": {"options": options, "complete": True}},
+                        force=args.force or args.resume, inputs=(args.model,))
+    finished = _finished_rows(out_dir, options) if args.resume else []
+    user_data = None
+    if args.data:
+        from frontends.user_data import read_user_data
+        user_data = read_user_data(args.data, args.dataset).require("sweep")
+    import_options = ImportOptions(steps=args.steps, framework=args.framework, reset=args.reset)
+    source = load_model(args.model, user_data.import_hints(import_options) if user_data else import_options)
+    dataset_name = args.dataset or source.dataset
+    if not dataset_name and not user_data:
+        raise UserError("a NIR model needs --dataset (or --data FILE.npz) to sweep on")
+    dataset = user_data.for_model(source.graph) if user_data else load_dataset(dataset_name, args.data_dir)
+    data = split_data(dataset, calibration=args.calibration, test_samples=args.samples,
+                      train_samples=args.finetune_samples)
+    _require_run_memory(source.graph, min(256, len(data.test_x)))
+    try:
+        rows = run_sweep(source.graph, load_chip("loihi2"), data, bits, ratios, methods, workers=args.workers,
+                         finetune_epochs=args.finetune_epochs, grid=args.grid,
+                         prune_search=args.prune_search == "greedy", finished=finished)
+    except SweepInterrupted as stop:
+        if stop.rows:
+            left = stop.total - len(stop.rows)
+            output.record["sweep"]["complete"] = False
+            with output as directory:
+                write_sweep(finish_rows(stop.rows), directory, note=f"A partial sweep: {len(stop.rows)} of "
+                            f"{stop.total} settings (interrupted). Rerun the same command with --resume to "
+                            f"compute the other {left}.")
+            print(f"wrote the {len(stop.rows)} finished settings of {stop.total} to {out_dir}/ (a partial sweep); "
+                  f"rerun the same command with --resume to compute the other {left}", flush=True)
+        raise stop.cause from None
+    with output as directory:
+        write_sweep(rows, directory)
     print(sweep_table(rows))
     print(f"\nwrote {out_dir}/ (sweep.csv, sweep.json, sweep.md, sweep.png)")
     return 0
@@ -474,16 +702,21 @@ def _parse_shape(text: str | None):
     if not text:
         return None
     try:
-        return tuple(int(d) for d in text.split(","))
+        shape = tuple(int(d) for d in text.split(","))
     except ValueError:
         raise UserError(f"--input-shape {text!r}: expected comma-separated integers like 1,28,28") from None
+    if not shape or min(shape) < 1:
+        raise UserError(f"--input-shape {text!r}: sizes must be at least 1")
+    return shape
 
 
 def cmd_compile(args) -> int:
     from dataclasses import replace
 
+    from frontends.conversion import write_nir
     from targets.chips import load_chip
     from toolchain.driver import build_pipeline, compile_graph, digital_passes, load_model, prune_passes
+    from toolchain.files import write_bytes_atomically
     from toolchain.passes import run_pipeline
     from toolchain.passes.prune import PruneOptions, check_ratio
     from toolchain.passes.quantize import QuantizeOptions, check_bits, check_digital_bits
@@ -492,6 +725,8 @@ def cmd_compile(args) -> int:
         raise UserError(f"unknown target {args.target!r}; choose one of: {', '.join(TARGETS)}")
     _positive(samples=args.samples, batch_size=args.batch_size, steps=args.steps, max_cores=args.max_cores,
               chips=args.chips)
+    _check_steps(args.steps)
+    _check_seed(args.placement_seed, "--placement-seed")
     if args.calibration < 0:
         raise UserError(f"--calibration must be 0 or more, got {args.calibration}")
     chip = load_chip("loihi2")
@@ -504,11 +739,22 @@ def cmd_compile(args) -> int:
     check_ratio(args.prune, "--prune")
     quantize_options = QuantizeOptions(args.bits, args.weight_scale, args.granularity, args.bias_correction)
     prune_options = PruneOptions(args.prune, args.prune_method, args.prune_rank, args.prune_compensation)
-    source = load_model(args.model, ImportOptions(steps=args.steps, dt=args.dt,
-                                                  input_shape=_parse_shape(args.input_shape),
-                                                  input_levels=args.input_levels))
-    dataset_name = args.dataset or source.dataset
-    dataset = None
+    import_options = ImportOptions(steps=args.steps, dt=args.dt, input_shape=_parse_shape(args.input_shape),
+                                   input_levels=args.input_levels, framework=args.framework, reset=args.reset)
+    user_data = None
+    if args.data:
+        from frontends.user_data import read_user_data
+        user_data = read_user_data(args.data, args.dataset)
+        import_options = user_data.import_hints(import_options, args.input_levels)
+    model_path = Path(args.model)
+    out_dir = args.output or model_path.with_name(f"{model_path.stem}-{args.target}-{args.bits}b")
+    output = None if args.print_passes else StagingDir(out_dir, {"command": "compile"}, force=args.force,
+                                                       inputs=(args.model,))
+    source = load_model(args.model, import_options)
+    dataset_name = None if user_data else args.dataset or source.dataset
+    dataset = user_data.for_model(source.graph, args.input_levels) if user_data else None
+    if user_data:
+        print(f"data: {user_data.describe()}; {dataset.notes[-1]}")
     if dataset_name:
         from frontends.datasets import load_dataset
         dataset = load_dataset(dataset_name, args.data_dir)
@@ -516,6 +762,9 @@ def cmd_compile(args) -> int:
                 int(np.prod(dataset.input_shape)) != int(np.prod(source.graph.input_shape)):
             raise UserError(f"dataset {dataset.name} has inputs {dataset.input_shape} but the model expects "
                             f"{source.graph.input_shape}")
+    if dataset is not None:
+        count = len(dataset.x_test) if args.samples is None else min(args.samples, len(dataset.x_test))
+        _require_run_memory(source.graph, min(args.batch_size, count))
     calibration = None
     if dataset is not None and args.calibration:
         calibration = dataset.x_train[:args.calibration].reshape((-1,) + tuple(source.graph.input_shape))
@@ -527,19 +776,17 @@ def cmd_compile(args) -> int:
     if args.print_passes:
         print("\n".join(p.describe() for p in pruning + lowering + snapping))
         return 0
-    out_dir = args.output or source.path.with_name(f"{source.path.stem}-{args.target}-{args.bits}b")
     graph = run_pipeline(source.graph, pruning)
     program = compile_graph(graph, lowering, earlier=pruning) if lowering else None
     target_graph = run_pipeline(graph, snapping) if snapping else None
 
     from toolchain.evaluate import evaluate_and_report
-    with _staging(out_dir) as staging:
+    with output as staging:
         written = ["model.nir", "report.json", "report.md", "report.html"]
         if program is not None:
-            program.save(staging / "program.h5")
+            write_bytes_atomically(staging / "program.h5", program.to_bytes())
             written.insert(0, "program.h5")
-        import nir
-        nir.write(str(staging / "model.nir"), source.nir_graph)
+        write_nir(source.nir_graph, staging / "model.nir")
         report = evaluate_and_report(source, program, args.target, dataset, args.samples, args.batch_size,
                                      staging, chip=chip, bits=args.bits, target_graph=target_graph,
                                      passes=[p.describe() for p in pruning + lowering + snapping],
@@ -548,27 +795,6 @@ def cmd_compile(args) -> int:
     print(terminal(report))
     print(f"\nwrote {out_dir}/ ({', '.join(written)})")
     return 0
-
-
-class _staging:
-    """Write outputs into a temporary sibling directory, then move it into place."""
-
-    def __init__(self, out_dir: Path):
-        self.out_dir = Path(out_dir)
-
-    def __enter__(self) -> Path:
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", dir=self.out_dir.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        if self.out_dir.exists():
-            shutil.rmtree(self.out_dir)
-        self.tmp.rename(self.out_dir)
-        return False
 
 
 if __name__ == "__main__":

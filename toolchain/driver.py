@@ -5,7 +5,8 @@ Kept apart from argument parsing so examples and tests call the same code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import weakref
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import nir
@@ -13,6 +14,7 @@ import numpy as np
 
 from toolchain.calibration import calibrate
 from toolchain.errors import UserError
+from toolchain.files import check_readable
 from toolchain.ir import Graph
 from toolchain.nir_import import ImportOptions, graph_from_nir, read_nir_file
 from toolchain.passes import Pass, run_pipeline
@@ -24,6 +26,13 @@ from toolchain.passes.quantize import (QuantizeOptions, check_bits, check_digita
 from toolchain.program import Program
 
 
+MAX_STEPS = 10_000
+"""Time steps a model may run: the emulator holds a batch's activity for every step at once."""
+_INTEGER_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Float graphs that view a file already in chip integers (netx .net) -> that file's program, which the
+quantize pass takes as it is."""
+
+
 @dataclass
 class ModelSource:
     """What the user handed us, as a NIR graph plus what the file said about itself."""
@@ -33,13 +42,21 @@ class ModelSource:
     graph: Graph
     dataset: str | None
     info: dict = field(default_factory=dict)
+    program: Program | None = None  # the file's own integers (netx .net): no pass re-quantizes them
 
 
 def load_model(path: str | Path, import_options: ImportOptions | None = None) -> ModelSource:
     """Read a checkpoint (.pt, via NIR) or a NIR file (.nir) into the internal graph."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
+    check_readable(path)
+    if path.suffix == ".net":
+        from frontends.netx import load_netx
+
+        program, graph, nir_graph = load_netx(path, import_options.steps if import_options else None)
+        check_runnable(graph, str(path))
+        _INTEGER_PROGRAMS[graph] = program
+        return ModelSource(path=path, nir_graph=nir_graph, graph=graph, dataset=None,
+                           info={"format": "lava-dl netx"}, program=program)
     if path.suffix == ".nir":
         nir_graph, dataset, info = read_nir_file(path), None, {"format": "nir"}
     else:
@@ -53,8 +70,26 @@ def load_model(path: str | Path, import_options: ImportOptions | None = None) ->
         info = {"format": "snntorch checkpoint", "arch": meta["config"]["arch"], "config": meta["config"],
                 "trained_metrics": meta.get("metrics", {})}
     graph = graph_from_nir(nir_graph, import_options)
+    check_runnable(graph, str(path))
     dataset = dataset or graph.metadata.get("dataset")  # NIR files may name theirs in the metadata
     return ModelSource(path=path, nir_graph=nir_graph, graph=graph, dataset=dataset, info=info)
+
+
+def check_runnable(graph: Graph, what: str) -> None:
+    """Refuse a graph whose numbers no target can run: non-finite parameters (a diverged training,
+    a damaged file) compile into nonsense, and more than ``MAX_STEPS`` steps run for hours."""
+    if not 1 <= graph.steps <= MAX_STEPS:
+        raise UserError(f"{what}: runs {graph.steps} time steps; snn-compile runs 1..{MAX_STEPS} (pass --steps "
+                        "N, or train with fewer)")
+    for connection in graph.connections:
+        if not np.all(np.isfinite(connection.weight)):
+            raise UserError(f"{what}: the weights {connection.name} hold NaN or infinite values; the training "
+                            "diverged or the file is damaged")
+    for population in graph.populations:
+        for name in ("alpha", "beta", "threshold", "bias"):
+            if not np.all(np.isfinite(getattr(population, name))):
+                raise UserError(f"{what}: the {name} of {population.name} holds NaN or infinite values; the "
+                                "file is damaged")
 
 
 def prune_passes(prune_options: PruneOptions | None, calibration: np.ndarray | None = None) -> list[Pass]:
@@ -69,6 +104,7 @@ def prune_passes(prune_options: PruneOptions | None, calibration: np.ndarray | N
         _refuse_without_calibration(reasons, "or prune with --prune-rank l1 --prune-compensation none")
 
     def run(graph, **shown):  # the options are shown in the pipeline; prune_options is what runs
+        _refuse_requantizing(graph, "--prune")
         statistics = calibrate(graph, calibration, gram=needs_gram(prune_options)) \
             if needs_calibration(prune_options) else None
         return prune(graph, prune_options, statistics)
@@ -90,6 +126,11 @@ def build_pipeline(chip, quantize_options: QuantizeOptions, calibration: np.ndar
 
     def quantize_with_rates(graph, **opts):
         options = QuantizeOptions(**opts)
+        if graph in _INTEGER_PROGRAMS:
+            program = _INTEGER_PROGRAMS[graph]
+            if options.bits < max(s.weight_bits for s in program.synapses):
+                _refuse_requantizing(graph, f"--bits {options.bits}")
+            return replace(program, metadata=dict(program.metadata))
         return quantize(graph, chip, options, _rates(graph, options, calibration))
 
     def place_by_activity(program, seed, calibration_samples):
@@ -116,6 +157,12 @@ def digital_passes(quantize_options: QuantizeOptions, calibration: np.ndarray | 
         return fake_quantize(graph, options, _rates(graph, options, calibration))
 
     return [Pass("fake-quantize", run, asdict(quantize_options))]
+
+
+def _refuse_requantizing(graph: Graph, option: str) -> None:
+    if graph in _INTEGER_PROGRAMS:
+        raise UserError(f"{option} would re-quantize a netx network from its float view; its integers are "
+                        "compiled as they are (leave the option out)")
 
 
 def _rates(graph: Graph, options: QuantizeOptions, calibration) -> dict | None:

@@ -7,10 +7,24 @@ from pathlib import Path
 import numpy as np
 
 from targets.registry import get_target
+from toolchain.errors import UserError
 from toolchain.ir import Graph
 from toolchain.operations import count_operations, totals
 from toolchain.report import (classification_metrics, model_size_bits, model_size_bits_float, program_summary,
-                              spikes_per_sample, write_reports)
+                              regression_metrics, spikes_per_sample, write_reports)
+
+
+RUN_ONLY_TARGETS = ("lava",)
+"""Targets that add nothing but a run: without data they would report nothing they ran."""
+RUN_BYTES_PER_VALUE = 20
+"""Memory a run takes per sample, step and neuron (inputs included): the emulator holds a batch's
+inputs, currents and spikes for every step at once (measured: 15 to 17 bytes)."""
+
+
+def run_memory_bytes(graph: Graph, batch_size: int) -> int:
+    """About how much memory running a batch of ``batch_size`` samples through ``graph`` takes."""
+    values = int(np.prod(graph.input_shape)) + sum(p.size for p in graph.populations)
+    return RUN_BYTES_PER_VALUE * batch_size * graph.steps * values
 
 
 def run_target(name: str, program, graph: Graph, inputs: np.ndarray, batch_size: int):
@@ -48,6 +62,9 @@ def evaluate_and_report(source, program, target_name: str, dataset, samples: int
     the source model's: what pruning and quantization cost is measured
     against the network as trained.
     """
+    if dataset is None and target_name in RUN_ONLY_TARGETS:
+        raise UserError(f"--target {target_name} runs the program on test data and none is named: pass --dataset "
+                        "or --data FILE.npz (to compile without running, use --target loihi2)")
     graph = source.graph
     target_graph = target_graph or graph
     meta = graph.metadata
@@ -78,15 +95,20 @@ def evaluate_and_report(source, program, target_name: str, dataset, samples: int
         report["size"] = {"float_bits": float_bits, "quantized_bits": size, "compression": float_bits / size}
     if dataset is not None:
         count = len(dataset.x_test) if samples is None else min(samples, len(dataset.x_test))
-        x, y = dataset.x_test[:count].reshape((count,) + tuple(graph.input_shape)), dataset.y_test[:count]
+        x, y = dataset.x_test[:count], dataset.y_test[:count]
+        held = int(np.prod(x.shape[1:])) // int(np.prod(graph.input_shape))  # frames: 1; spike trains: steps
+        x = x.reshape((count,) + ((held,) if held > 1 else ()) + tuple(graph.input_shape))
         results = {"float": run_target("reference", program, graph, x, batch_size)}
         if target_name != "reference":
             results[target_name] = run_target(target_name, program, target_graph, x, batch_size)
-        predictions = {name: r.predictions() for name, r in results.items()}
-        report["accuracy"] = {name: classification_metrics(y, p) for name, p in predictions.items()}
-        names = list(predictions)
-        report["agreement"] = {f"{a}/{b}": float(np.mean(predictions[a] == predictions[b]))
-                               for i, a in enumerate(names) for b in names[i + 1:]}
+        if getattr(dataset, "task", "classification") == "regression":
+            report["regression"] = {name: regression_metrics(y, r.output) for name, r in results.items()}
+        else:
+            predictions = {name: r.predictions() for name, r in results.items()}
+            report["accuracy"] = {name: classification_metrics(y, p) for name, p in predictions.items()}
+            names = list(predictions)
+            report["agreement"] = {f"{a}/{b}": float(np.mean(predictions[a] == predictions[b]))
+                                   for i, a in enumerate(names) for b in names[i + 1:]}
         layer_names = [pop.name for pop in graph.populations]
         report["spikes_per_sample"] = {name: spikes_per_sample(r, layer_names) for name, r in results.items()}
         target_result = results[target_name if target_name != "reference" else "float"]

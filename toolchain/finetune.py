@@ -76,6 +76,10 @@ class _TrainableGraph(torch.nn.Module):
         self.steps = [_grid_steps(c.weight, self.qmax, options.granularity == "channel") for c in graph.connections]
         self.biases = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.as_tensor(p.bias, dtype=torch.float32)) for p in graph.populations])
+        # without a current state (alpha = 0) a current bias is a membrane bias: train only the latter
+        self.current_biases = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.as_tensor(p.current_bias, dtype=torch.float32),
+                                requires_grad=bool(np.any(p.alpha > 0))) for p in graph.populations])
 
     def snapped(self, index: int) -> torch.Tensor:
         return _fake_quantize(self.weights[index] * self.masks[index], self.steps[index], self.qmax)
@@ -116,7 +120,7 @@ class _TrainableGraph(torch.nn.Module):
                     if spikes:
                         current = current + accumulate(conn.kind, w, spikes[-1], pop.shape, conn.stride,
                                                        conn.padding)
-                i = alpha * i + current
+                i = alpha * i + current + self.current_biases[p_index]
                 v = beta * v + i + self.biases[p_index]
                 if pop.spiking:
                     s = _Spike.apply(v - theta)
@@ -133,8 +137,9 @@ class _TrainableGraph(torch.nn.Module):
     def to_graph(self) -> Graph:
         connections = [replace(c, weight=self.snapped(i).detach().double().numpy())
                        for i, c in enumerate(self.graph.connections)]
-        populations = [replace(p, bias=bias.detach().double().numpy())
-                       for p, bias in zip(self.graph.populations, self.biases)]
+        populations = [replace(p, bias=bias.detach().double().numpy(),
+                               current_bias=current_bias.detach().double().numpy())
+                       for p, bias, current_bias in zip(self.graph.populations, self.biases, self.current_biases)]
         g = self.graph
         return Graph(g.input_shape, populations, connections, g.output, g.steps, g.dt, g.input_levels,
                      dict(g.metadata))

@@ -25,7 +25,7 @@ class Population:
     r"""A layer of neurons with discrete-time float dynamics, one step per tick.
 
     .. math::
-        i[t] = \alpha \, i[t-1] + \sum_c W_c x_c[t]
+        i[t] = \alpha \, i[t-1] + \sum_c W_c x_c[t] + b_i
 
         v[t] = \beta \, v[t-1] + i[t] + b
 
@@ -33,6 +33,9 @@ class Population:
         \quad (\text{or } v - \theta \text{ for reset "subtract"})
 
     ``alpha = 0`` is a LIF without synaptic state, ``beta = 1`` an IF neuron.
+    ``bias`` (b) drives the membrane, ``current_bias`` (b_i) the synaptic
+    current: NIR feeds an Affine's bias into a CubaLIF's current, which
+    low-pass filters it (with ``alpha = 0`` the two are the same).
     Every parameter is one value per neuron (flattened, C-order); a
     non-spiking population (an LI readout) never fires and is read out by its
     membrane potential.
@@ -47,10 +50,11 @@ class Population:
     spiking: bool = True
     reset: ResetMode = "zero"
     model: str = "LIF"
+    current_bias: np.ndarray = 0.0
 
     def __post_init__(self):
         self.shape = tuple(int(d) for d in self.shape)
-        for attr in ("alpha", "beta", "threshold", "bias"):
+        for attr in ("alpha", "beta", "threshold", "bias", "current_bias"):
             value = np.asarray(getattr(self, attr), dtype=np.float64)
             if value.size != self.size:
                 value = np.broadcast_to(value, self.shape)

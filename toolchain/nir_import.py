@@ -5,18 +5,34 @@ nodes between two neuron nodes (or from the input) becomes one connection.
 Chains of Conv2d / SumPool2d / AvgPool2d compose exactly into one
 convolution (pooling after a convolution is a larger, strided kernel), which
 is how a chip without pooling units runs them. Chains containing Flatten,
-Affine, Linear or Scale become one dense matrix.
+Affine, Linear or Scale become one dense matrix. Nested ``NIRGraph`` nodes
+(snnTorch writes RLeaky/RSynaptic that way) are spliced into their parent
+first.
 
 Continuous-time equations are discretised by forward Euler with step dt
 (the convention of snnTorch, Lava's NIR importer and SpiNNaker2):
 ``v <- v + dt/tau (v_leak - v + R I)`` gives decay ``1 - dt/tau`` and input
-gain ``R dt / tau``. IF follows the discrete convention ``v <- v + R I``.
+gain ``R dt / tau``. A CubaLIF's input, an Affine's bias included, enters
+its current I (``tau_syn dI/dt = -I + w_in x``), so biases in front of a
+CubaLIF become the population's ``current_bias``. IF follows the discrete
+convention ``v <- v + R I`` of the frameworks that write it (NIR's
+``dv/dt = R I`` read literally, ``v <- v + dt R I``, is the "nir" convention).
+
+NIR states neither dt nor the reset rule; frameworks differ in both
+(``CONVENTIONS``, docs/nir_semantics.md). They come from, in order: the
+graph's metadata (our exporters write them), the caller's options, the
+convention of the framework the caller names or the metadata identifies,
+and our own defaults. ``Graph.metadata["conventions"]`` records each value
+with where it came from.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import nir
 import numpy as np
@@ -25,49 +41,168 @@ import torch.nn.functional as F
 
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, Connection, Graph, Population, conv_output_shape
+from toolchain.isolation import call_isolated
 
 NEURON_NODES = (nir.IF, nir.LIF, nir.CubaLIF, nir.LI)
 LINEAR_NODES = (nir.Affine, nir.Linear, nir.Scale, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten)
 SPATIAL_NODES = (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d)
 DEFAULT_DT = 1e-4  # snnTorch's export convention
+TAU_TOLERANCE = 1e-6
+"""Relative slack when comparing a time constant with dt: float32 exports put tau = dt a hair below dt."""
+READ_NOTES = "read_notes"
+"""Attribute ``read_nir_file`` sets on the graph it returns: how the file had to be read."""
+
+
+@dataclass(frozen=True)
+class Convention:
+    """What a framework assumes about a NIR graph that NIR does not store.
+
+    ``dt``: the step its importer and exporter use (None: derived from the
+    graph, as Rockpool's importer does). ``reset``: its neurons' default reset.
+    ``if_discretisation``: "discrete" (``v <- v + R I`` per step) or "euler"
+    (``v <- v + dt R I``). ``departures``: where the framework's own simulation
+    differs from what we compute, reported as notes; ``subtract_departure``
+    only when the graph is compiled with reset by subtraction.
+    """
+
+    dt: float | None
+    reset: Literal["zero", "subtract"]
+    if_discretisation: Literal["discrete", "euler"] = "discrete"
+    departures: tuple[str, ...] = ()
+    subtract_departure: str | None = None
+
+
+OURS = "snn-compile"
+CONVENTIONS = {
+    OURS: Convention(DEFAULT_DT, "zero"),
+    "snntorch": Convention(1e-4, "subtract", subtract_departure=(
+        "snnTorch's subtract reset is not an immediate subtract: with reset_delay=True (its default) the "
+        "threshold comes off one step late, after the decay, and with reset_delay=False a membrane still above "
+        "threshold after a reset fires again only above twice the threshold; spike counts differ there")),
+    "norse": Convention(1e-3, "zero"),
+    "sinabs": Convention(1.0, "subtract", departures=(
+        "Sinabs decays by exp(-dt/tau), fires on v >= threshold and emits several spikes per step "
+        "(MultiSpike); compiled with forward Euler and one spike per step (v > threshold)",
+        "Sinabs time constants count steps, so dt is 1 step; costs that need time in seconds read it as 1 s")),
+    "rockpool": Convention(None, "subtract", departures=(
+        "Rockpool decays by exp(-dt/tau) and emits several spikes per step; compiled with forward "
+        "Euler and one spike per step",)),
+    "lava-dl": Convention(1e-4, "zero"),
+    "spinnaker2": Convention(1e-4, "zero"),
+    "nir": Convention(DEFAULT_DT, "zero", if_discretisation="euler"),
+}
+FRAMEWORK_ALIASES = {"slayer": "lava-dl", "lava_dl": "lava-dl", "lavadl": "lava-dl", "snn_compile": OURS,
+                     "spinnaker": "spinnaker2", "s2": "spinnaker2"}
+METADATA_FRAMEWORK_KEYS = ("framework", "source_framework", "producer", "exporter")
+DETECTABLE = ("snn-compile", "spinnaker2", "snntorch", "rockpool", "lava-dl", "slayer", "sinabs", "norse")
+"""Names looked for in those metadata entries ("nir" and short aliases would match too much)."""
 
 
 @dataclass
 class ImportOptions:
-    """What a NIR file may not say: the caller's fallbacks."""
+    """What a NIR file may not say: the caller's fallbacks. ``reset`` overrides
+    the file; ``framework`` names where the file comes from (its conventions
+    fill in dt and the reset rule)."""
 
     steps: int | None = None
     dt: float | None = None
     input_shape: tuple[int, ...] | None = None
     input_levels: int | None = None
     reset: str | None = None
+    framework: str | None = None
+
+    def __post_init__(self):
+        if self.dt is not None and not (isinstance(self.dt, numbers.Real) and math.isfinite(self.dt)
+                                        and self.dt > 0):
+            raise UserError(f"--dt {self.dt} is not a time step: give a finite number of seconds above 0")
+        for name in ("steps", "input_levels"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, numbers.Integral) and value >= 1):
+                raise UserError(f"--{name.replace('_', '-')} {value} must be an integer of at least 1")
+        if self.reset is not None and self.reset not in ("zero", "subtract"):
+            raise UserError(f"--reset {self.reset!r} is unknown; use zero or subtract")
+        if self.framework is not None:
+            self.framework = framework_name(self.framework)
+
+
+def framework_name(name: str) -> str:
+    """The canonical name of a framework whose NIR conventions are known."""
+    key = str(name).strip().lower()
+    key = FRAMEWORK_ALIASES.get(key, key)
+    if key not in CONVENTIONS:
+        raise UserError(f"--framework {name!r} is unknown; use one of: {', '.join(CONVENTIONS)}")
+    return key
 
 
 def read_nir_file(path: str | Path) -> nir.NIRGraph:
+    """Read a NIR file in an isolated child process (a malformed HDF5 file cannot crash us).
+
+    NIR's type check rejects valid files (every Rockpool export, scalar
+    parameters, loosely written Output types); such a file is read again
+    without it and the graph carries a note saying so (attribute ``READ_NOTES``).
+    """
+    path = Path(path)
+    graph, notes = call_isolated(_read_graph, str(path), what=str(path))
+    setattr(graph, READ_NOTES, notes)
+    return graph
+
+
+def _read_graph(path: str) -> tuple[nir.NIRGraph, list[str]]:
     try:
-        return nir.read(str(path))
-    except Exception as exc:  # nir raises KeyError/OSError/ValueError for foreign HDF5
-        raise UserError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {exc}); "
-                        "export it with nir.write() or snnTorch's export_to_nir") from None
+        return nir.read(path), []
+    except Exception as exc:  # nir raises KeyError/OSError/ValueError/AssertionError for what it rejects
+        rejection = f"{type(exc).__name__}: {_first_line(exc)}"
+    try:
+        graph = nir.read(path, type_check=False)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {_first_line(exc)}); "
+                        "export it with your framework's NIR exporter (it writes with nir.write)") from None
+    return graph, [f"NIR's type check rejected the file ({rejection}); read it without the check (type_check=False)"]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "no message"
 
 
 def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None) -> Graph:
-    """Build the internal graph; ``metadata`` records where dt and steps came from."""
+    """Build the internal graph; ``metadata`` records dt, steps and the reset rule and where each
+    came from (``"conventions"``: name -> (value, source)), plus ``"notes"`` for the report."""
     options = options or ImportOptions()
     meta = {str(k): _plain(v) for k, v in (nir_graph.metadata or {}).items()}
-    dt, dt_source = _pick(meta.get("dt"), options.dt, DEFAULT_DT, "dt")
-    steps, steps_source = _pick(meta.get("steps"), options.steps, None, "steps")
+    notes = list(getattr(nir_graph, READ_NOTES, ()))
+    nodes, edges = flatten_subgraphs(nir_graph.nodes, nir_graph.edges)
+
+    framework, framework_source = _framework(meta, options.framework)
+    convention = CONVENTIONS[framework]
+    named = framework_source != "default"
+    convention_dt = convention.dt if convention.dt is not None else _derived_dt(nodes)
+    dt, dt_source = _pick((meta.get("dt"), "graph metadata"), (options.dt, "option"),
+                          (convention_dt, f"{framework} convention" if named else "default"))
+    if not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
+        raise UserError(f"the NIR graph's metadata gives dt={dt!r}, not a time step; pass --dt SECONDS")
+    steps, steps_source = _pick((meta.get("steps"), "graph metadata"), (options.steps, "option"))
     if steps is None:
         raise UserError("the NIR graph does not say how many time steps to run; pass --steps N")
-    reset, reset_source = _pick(meta.get("reset"), options.reset, "zero", "reset")
-    levels, _ = _pick(meta.get("input_levels"), options.input_levels, 255, "input_levels")
+    if not _is_count(steps):
+        raise UserError(f"the NIR graph's metadata gives steps={steps!r}; pass --steps N (at least 1)")
+    reset, reset_source = _pick((options.reset, "option"), (meta.get("reset"), "graph metadata"),
+                                (convention.reset, f"{framework} convention" if named else "default"))
+    if reset not in ("zero", "subtract"):
+        raise UserError(f"the NIR graph's metadata gives reset={reset!r}; pass --reset zero or --reset subtract")
+    levels, _ = _pick((meta.get("input_levels"), "graph metadata"), (options.input_levels, "option"),
+                      (255, "default"))
+    if not _is_count(levels):
+        raise UserError(f"the NIR graph's metadata gives input_levels={levels!r}; pass --input-levels N")
+    notes.extend(convention.departures)
+    if reset == "subtract" and convention.subtract_departure:
+        notes.append(convention.subtract_departure)
 
-    nodes, edges = nir_graph.nodes, [tuple(e) for e in nir_graph.edges]
     for name, node in nodes.items():
         if not isinstance(node, (nir.Input, nir.Output) + NEURON_NODES + LINEAR_NODES):
             raise UserError(f"NIR node {name!r} of type {type(node).__name__} is not supported; "
                             "supported: Input, Output, Affine, Linear, Scale, Conv2d, SumPool2d, "
-                            "AvgPool2d, Flatten, IF, LIF, CubaLIF, LI")
+                            "AvgPool2d, Flatten, IF, LIF, CubaLIF, LI and nested NIRGraph")
     inputs = [n for n, node in nodes.items() if isinstance(node, nir.Input)]
     if len(inputs) != 1:
         raise UserError(f"the NIR graph has {len(inputs)} Input nodes; exactly one is supported")
@@ -111,15 +246,24 @@ def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None
         if len(out_shapes) != 1:
             raise UserError(f"inputs to neuron node {name!r} have different shapes {sorted(out_shapes)}")
         shapes[name] = built[0][2]
-        pop, gain = _population(name, nodes[name], shapes[name], dt, reset)
+        pop, gain = _population(name, nodes[name], shapes[name], dt, reset, convention)
+        if any(conv is not None for *_, conv in built):
+            gain = _gain_per_channel(pop, gain)
+        into_current = pop.alpha > 0  # with no current state a current bias is a membrane bias
         for src, weight, _shape, bias, conv in built:
-            pop.bias = pop.bias + gain * bias
+            pop.current_bias = pop.current_bias + np.where(into_current, gain * bias, 0.0)
+            pop.bias = pop.bias + np.where(into_current, 0.0, gain * bias)
             source_name = INPUT if src == inputs[0] else src
             connections.append(_scaled_connection(source_name, name, weight, conv, gain, shapes[name]))
         populations.append(pop)
 
     meta.update({"dt": dt, "dt_source": dt_source, "steps": steps, "steps_source": steps_source,
-                 "reset": reset, "reset_source": reset_source})
+                 "reset": reset, "reset_source": reset_source, "framework": framework,
+                 "conventions": {"framework": (framework, framework_source), "dt": (dt, dt_source),
+                                 "reset": (reset, reset_source),
+                                 "if_discretisation": (convention.if_discretisation,
+                                                       f"{framework} convention" if named else "default")},
+                 "notes": notes})
     try:
         return Graph(input_shape=input_shape, populations=populations, connections=connections,
                      output=output_node, steps=int(steps), dt=float(dt), input_levels=int(levels),
@@ -128,13 +272,73 @@ def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None
         raise UserError(f"the NIR graph is not consistent: {exc}") from None
 
 
-def _pick(from_graph, from_option, default, what):
-    """Graph metadata wins over options, options over the default; say which was used."""
-    if from_graph is not None:
-        return from_graph, "graph metadata"
-    if from_option is not None:
-        return from_option, "option"
-    return default, "default"
+def flatten_subgraphs(nodes: dict, edges) -> tuple[dict, list[tuple[str, str]]]:
+    """Nodes and edges with every nested ``NIRGraph`` spliced into its parent.
+
+    A subgraph ``g``'s node ``n`` becomes ``g.n``; an edge into ``g`` goes to
+    whatever ``g``'s Input feeds, an edge out of ``g`` leaves from whatever
+    feeds ``g``'s Output (edges naming ``g.n`` directly keep doing so); the
+    subgraph's own Input and Output nodes, identities, disappear.
+    """
+    nodes, edges = dict(nodes), list(dict.fromkeys((str(a), str(b)) for a, b in edges))
+    while True:
+        nested = next((name for name, node in nodes.items() if isinstance(node, nir.NIRGraph)), None)
+        if nested is None:
+            return nodes, edges
+        sub = nodes.pop(nested)
+        inner = {f"{nested}.{name}": node for name, node in sub.nodes.items()}
+        clash = sorted(set(inner) & set(nodes))
+        if clash:
+            raise UserError(f"the NIR graph's subgraph {nested!r} has a node {clash[0]!r} whose flattened "
+                            "name is taken; rename one of them")
+        entries = [n for n, node in inner.items() if isinstance(node, nir.Input)]
+        exits = [n for n, node in inner.items() if isinstance(node, nir.Output)]
+        rewired = [(s, d) for src, dst in edges
+                   for s in (exits if src == nested else [src]) for d in (entries if dst == nested else [dst])]
+        rewired += [(f"{nested}.{a}", f"{nested}.{b}") for a, b in sub.edges]
+        nodes.update(inner)
+        for port in entries + exits:
+            feeding = [s for s, d in rewired if d == port]
+            fed = [d for s, d in rewired if s == port]
+            rewired = [e for e in rewired if port not in e] + [(s, d) for s in feeding for d in fed]
+            del nodes[port]
+        unknown = sorted({n for e in rewired for n in e if n not in nodes})
+        if unknown:
+            raise UserError(f"the NIR graph has an edge to unknown node {unknown[0]!r}")
+        edges = list(dict.fromkeys(rewired))
+
+
+def _framework(meta: dict, option: str | None) -> tuple[str, str]:
+    """The framework the graph comes from and how we know: the option, else a name in the metadata."""
+    if option is not None:
+        return option, "option"
+    for key in METADATA_FRAMEWORK_KEYS:
+        text = str(meta.get(key) or "").lower().replace("_", "-")
+        for name in DETECTABLE:
+            if name in text:
+                return FRAMEWORK_ALIASES.get(name, name), "graph metadata"
+    return OURS, "default"
+
+
+def _derived_dt(nodes: dict) -> float:
+    """Rockpool's importer's estimate: its exporter writes r = tau exp(-dt/tau) / dt, so dt ~ tau / (1 + r)."""
+    estimates = [np.min(np.asarray(getattr(node, "tau_mem", getattr(node, "tau", None)), dtype=np.float64)
+                        / (1 + np.asarray(node.r, dtype=np.float64)))
+                 for node in nodes.values() if isinstance(node, (nir.CubaLIF, nir.LIF, nir.LI))]
+    return float(min(estimates)) if estimates else 1e-3
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer() \
+        and value >= 1
+
+
+def _pick(*candidates):
+    """The first (value, source) whose value is given."""
+    for value, source in candidates:
+        if value is not None:
+            return value, source
+    return None, None
 
 
 def _plain(value):
@@ -175,7 +379,15 @@ def _feed_forward_order(input_name, paths, nodes) -> list[str]:
     return order
 
 
-def _population(name, node, shape, dt, reset) -> tuple[Population, np.ndarray]:
+def _decay(name, tau, dt, what) -> np.ndarray:
+    """1 - dt/tau, refusing a tau below dt (forward Euler would be unstable) beyond float32's slack."""
+    if np.any(tau < dt * (1 - TAU_TOLERANCE)):
+        raise UserError(f"neuron node {name!r}: {what} {tau.min():g} is shorter than the step dt={dt:g}; "
+                        "forward Euler would be unstable (pass a smaller --dt or the right --framework)")
+    return np.clip(1.0 - dt / tau, 0.0, 1.0)
+
+
+def _population(name, node, shape, dt, reset, convention: Convention) -> tuple[Population, np.ndarray]:
     """Discretise one neuron node; returns the population and its input gain per neuron."""
     def per_neuron(value):
         arr = np.asarray(value, dtype=np.float64)
@@ -186,28 +398,27 @@ def _population(name, node, shape, dt, reset) -> tuple[Population, np.ndarray]:
                             f"the layer shape {shape}") from None
 
     v_reset = getattr(node, "v_reset", None)
-    if v_reset is not None and np.any(per_neuron(v_reset) != 0):
+    if reset == "zero" and v_reset is not None and np.any(per_neuron(v_reset) != 0):
         raise UserError(f"neuron node {name!r}: Loihi resets the membrane to 0; v_reset != 0 "
                         "cannot be represented")
     alpha = np.zeros(int(np.prod(shape)))
     if isinstance(node, nir.IF):
-        beta, gain, bias = np.ones_like(alpha), per_neuron(node.r), np.zeros_like(alpha)
+        beta, bias = np.ones_like(alpha), np.zeros_like(alpha)
+        gain = per_neuron(node.r) * (dt if convention.if_discretisation == "euler" else 1.0)
         model = "IF"
     else:
         tau = per_neuron(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau)
-        if np.any(tau < dt):
-            raise UserError(f"neuron node {name!r}: time constant {tau.min():g} is shorter than "
-                            f"the step dt={dt:g}; forward Euler would be unstable")
-        beta = 1.0 - dt / tau
+        beta = _decay(name, tau, dt, "time constant")
         gain = per_neuron(node.r) * dt / tau
         bias = per_neuron(node.v_leak) * dt / tau
         model = type(node).__name__
         if isinstance(node, nir.CubaLIF):
             tau_syn = per_neuron(node.tau_syn)
-            if np.any(tau_syn < dt):
-                raise UserError(f"neuron node {name!r}: tau_syn shorter than dt={dt:g}")
-            alpha = 1.0 - dt / tau_syn
+            alpha = _decay(name, tau_syn, dt, "tau_syn")
             gain = gain * per_neuron(node.w_in) * dt / tau_syn
+    if not (np.all(np.isfinite(beta)) and np.all(np.isfinite(gain)) and np.all(np.isfinite(bias))):
+        raise UserError(f"neuron node {name!r}: its parameters give a non-finite decay or input gain "
+                        "(an infinite tau or R?)")
     spiking = not isinstance(node, nir.LI)
     threshold = per_neuron(node.v_threshold) if spiking else np.ones_like(alpha)
     try:
@@ -218,17 +429,37 @@ def _population(name, node, shape, dt, reset) -> tuple[Population, np.ndarray]:
     return pop, gain
 
 
+def _gain_per_channel(pop: Population, gain: np.ndarray) -> np.ndarray:
+    """A convolution shares its kernel across a channel, so its input gain must be one per channel.
+
+    A gain g that varies within a channel is split as g = c s: the channel's
+    largest gain c goes into the kernel, and each neuron's state is divided by
+    its s in (0, 1] (threshold and biases divided likewise), which leaves its
+    spikes unchanged. The neurons then differ in threshold and form groups.
+    """
+    per_channel = gain.reshape(pop.shape[0], -1)
+    if np.all(per_channel == per_channel[:, :1]):
+        return gain
+    if not pop.spiking:
+        raise UserError(f"neuron node {pop.name!r}: its input gain (R, tau) varies within a channel after a "
+                        "convolution, which a membrane readout cannot absorb; give each channel one R and tau")
+    channel = per_channel[np.arange(len(per_channel)), np.abs(per_channel).argmax(axis=1)][:, None]
+    share = per_channel / np.where(channel == 0, 1.0, channel)
+    if np.any(share <= 0):
+        raise UserError(f"neuron node {pop.name!r}: its input gain (R, tau) is zero or changes sign within a "
+                        "channel after a convolution; give each channel one sign of R")
+    share = share.reshape(-1)
+    pop.threshold, pop.bias = pop.threshold / share, pop.bias / share
+    return np.broadcast_to(channel, per_channel.shape).reshape(-1).copy()
+
+
 def _scaled_connection(source, target, weight, conv, gain, target_shape) -> Connection:
-    """Fold the target's per-neuron input gain into the connection weights."""
+    """Fold the target's per-neuron input gain into the connection weights (conv: one per channel)."""
     if conv is None:
         return Connection(source, target, gain[:, None] * weight)
-    per_channel = gain.reshape(target_shape)
-    channel_gain = per_channel.reshape(target_shape[0], -1)
-    if np.any(channel_gain != channel_gain[:, :1]):
-        raise UserError(f"neuron node {target!r}: input gain (R, tau) varies within a channel "
-                        "after a convolution; it must be constant per channel")
+    channel_gain = gain.reshape(target_shape[0], -1)[:, 0]
     stride, padding = conv
-    return Connection(source, target, channel_gain[:, 0, None, None, None] * weight,
+    return Connection(source, target, channel_gain[:, None, None, None] * weight,
                       kind="conv", stride=stride, padding=padding)
 
 

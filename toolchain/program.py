@@ -23,7 +23,7 @@ from toolchain.files import atomic_path
 from toolchain.ir import INPUT
 from toolchain.mapping import Mapping
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FORMAT_NAME = "snn-compile-program"
 
 
@@ -32,18 +32,25 @@ class Layer:
     r"""A population on the chip, in Loihi 2's integer LIF form, per time step:
 
     .. math::
-        u \leftarrow \mathrm{sgn}(u(4095-du)) \lfloor |u(4095-du)| / 2^{12} \rfloor + 2^6 a_{in}
-        \quad (\text{wrapped into signed 24 bit})
+        u \leftarrow \mathrm{sgn}(u(4095-du)) \lfloor |u(4095-du)| / 2^{12} \rfloor
+        + 2^6 (a_{in} + c_{mant} 2^{c_{exp}}) \quad (\text{wrapped into signed 24 bit})
 
         v \leftarrow \mathrm{clip}(\mathrm{sgn}(v(4096-dv)) \lfloor |v(4096-dv)| / 2^{12} \rfloor
         + u + b_{mant} 2^{b_{exp}}, \; \pm(2^{23}-1))
 
         s = v > 2^6 v_{th}, \qquad v \leftarrow 0 \text{ where } s
+        \quad (\text{reset "subtract": } v \leftarrow v - 2^6 v_{th})
 
     du, dv: 12 bit unsigned; vth: 17 bit unsigned; bias_mant: 13 bit signed;
-    bias_exp: 3 bit unsigned. All are stored per neuron; neurons that share
-    (du, dv, vth) form one group, the unit a chip process is made of.
-    ``v_scale`` is integer v units per float unit (for reading v back).
+    bias_exp: 3 bit unsigned. ``current_bias_mant`` / ``current_bias_exp``
+    (c): a constant drive into the current u, as an always-on input axon
+    through an 8-bit synapse with its weight exponent (so Lava's per-process
+    clip, truncation and shift apply to it as to any synapse; a negative
+    exponent floors). All are stored per neuron; neurons that share (du, dv,
+    vth) form one group, the unit a chip process is made of. ``reset``: Loihi's
+    LIF resets to zero; "subtract" is a programmable Loihi 2 neuron model
+    (Lava 0.10 has no such process). ``v_scale`` is integer v units per float
+    unit (for reading v back).
     """
 
     name: str
@@ -56,13 +63,20 @@ class Layer:
     v_scale: np.ndarray
     spiking: bool = True
     model: str = "LIF"
+    reset: Literal["zero", "subtract"] = "zero"
+    current_bias_mant: np.ndarray = 0
+    current_bias_exp: np.ndarray = 0
 
     def __post_init__(self):
         self.shape = tuple(int(d) for d in self.shape)
+        if self.reset not in ("zero", "subtract"):
+            raise ValueError(f"layer {self.name}: unknown reset {self.reset!r}")
         n = self.size
         for attr, dtype, lo, hi in (("du", np.int32, 0, 4095), ("dv", np.int32, 0, 4095),
                                     ("vth", np.int32, 0, 2**17 - 1),
-                                    ("bias_mant", np.int32, -4096, 4095), ("bias_exp", np.int32, 0, 7)):
+                                    ("bias_mant", np.int32, -4096, 4095), ("bias_exp", np.int32, 0, 7),
+                                    ("current_bias_mant", np.int32, -256, 255),
+                                    ("current_bias_exp", np.int32, -8, 7)):
             arr = np.broadcast_to(np.asarray(getattr(self, attr)), (n,)).astype(dtype)
             if arr.size and (arr.min() < lo or arr.max() > hi):
                 raise ValueError(f"layer {self.name}: {attr} outside [{lo}, {hi}]")
@@ -72,6 +86,10 @@ class Layer:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def has_current_bias(self) -> bool:
+        return bool(np.any(self.current_bias_mant != 0))
 
     def groups(self) -> list[np.ndarray]:
         """Neuron indices of each group sharing (du, dv, vth), in first-seen order."""
@@ -146,6 +164,8 @@ class Program:
     def __post_init__(self):
         self.input_shape = tuple(int(d) for d in self.input_shape)
         names = [layer.name for layer in self.layers]
+        if int(self.steps) < 1 or int(self.input_levels) < 1:
+            raise ValueError(f"steps ({self.steps}) and input_levels ({self.input_levels}) must be at least 1")
         if self.output not in names:
             raise ValueError(f"output layer {self.output!r} is not in the program")
         for syn in self.synapses:
@@ -198,9 +218,10 @@ class Program:
         f.attrs["header"] = json.dumps(header)
         for i, layer in enumerate(self.layers):
             g = f.create_group(f"layers/{i:03d}")
-            g.attrs["meta"] = json.dumps({"name": layer.name, "shape": layer.shape,
-                                          "spiking": layer.spiking, "model": layer.model})
-            for attr in ("du", "dv", "vth", "bias_mant", "bias_exp", "v_scale"):
+            g.attrs["meta"] = json.dumps({"name": layer.name, "shape": layer.shape, "spiking": layer.spiking,
+                                          "model": layer.model, "reset": layer.reset})
+            for attr in ("du", "dv", "vth", "bias_mant", "bias_exp", "current_bias_mant", "current_bias_exp",
+                         "v_scale"):
                 g[attr] = getattr(layer, attr)
         for i, syn in enumerate(self.synapses):
             g = f.create_group(f"synapses/{i:03d}")
@@ -240,6 +261,8 @@ class Program:
                                      weight_exp=g["weight_exp"][()])
                             for _, g in sorted(f.get("synapses", {}).items())]
                 mapping = Mapping.read(f["mapping"]) if "mapping" in f else None
+            return cls(layers=layers, synapses=synapses, mapping=mapping, **header)
         except OSError:
             raise UserError(f"{name}: not an snn-compile program (not HDF5)") from None
-        return cls(layers=layers, synapses=synapses, mapping=mapping, **header)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UserError(f"{name}: inconsistent program ({exc}); compile the model again") from None

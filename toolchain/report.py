@@ -28,6 +28,12 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
             "recall": float(recall), "f1": float(f1), "samples": int(len(labels))}
 
 
+def regression_metrics(targets: np.ndarray, readout: np.ndarray) -> dict:
+    """Error of the read-out (spike counts, or an LI layer's membrane) against float targets."""
+    error = np.asarray(readout, dtype=np.float64).reshape(targets.shape) - targets
+    return {"mse": float(np.mean(error ** 2)), "mae": float(np.mean(np.abs(error))), "samples": int(len(targets))}
+
+
 def synapse_count(weights: np.ndarray, kind: str, target_size: int) -> int:
     """Connections a weight tensor makes: nonzero entries, times output positions for a conv."""
     nonzero = int(np.count_nonzero(weights))
@@ -136,6 +142,9 @@ def text_sections(report: dict) -> list[tuple[str, list[str]]]:
         for pair, value in report.get("agreement", {}).items():
             lines.append(f"prediction agreement {pair}: {value:.4f}")
         sections.append(("Accuracy (weighted precision/recall/F1)", lines))
+    if "regression" in report:
+        rows = [[name, m["mse"], m["mae"], m["samples"]] for name, m in report["regression"].items()]
+        sections.append(("Regression (read-out vs targets)", _table(["backend", "mse", "mae", "samples"], rows)))
     if "spikes_per_sample" in report:
         backends = list(report["spikes_per_sample"])
         layers = list(next(iter(report["spikes_per_sample"].values())))
@@ -263,7 +272,8 @@ def _cost_plots(report: dict) -> str:
     right.legend(fontsize=8)
     fig.tight_layout()
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
+    with matplotlib.rc_context({"svg.hashsalt": "snn-compile"}):  # the same report gives the same page
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
     plt.close(fig)
     svg = buffer.getvalue()
     return svg[svg.index("<svg"):]
@@ -279,8 +289,9 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(_table(columns, [[r.get(c, "") for c in columns] for r in rows]))
 
 
-def write_sweep(rows: list[dict], out_dir: Path) -> None:
-    """sweep.json, sweep.csv, sweep.md and the seed-style plots."""
+def write_sweep(rows: list[dict], out_dir: Path, note: str | None = None) -> None:
+    """sweep.json, sweep.csv, sweep.md and the seed-style plots; ``note`` heads sweep.md (what a
+    partial sweep lacks)."""
     import csv
 
     (out_dir / "sweep.json").write_text(json.dumps(rows, indent=2, default=_jsonable))
@@ -289,7 +300,8 @@ def write_sweep(rows: list[dict], out_dir: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    (out_dir / "sweep.md").write_text("# Compression sweep\n\n```\n" + sweep_table(rows) + "\n```\n")
+    heading = f"# Compression sweep\n\n{note}\n\n" if note else "# Compression sweep\n\n"
+    (out_dir / "sweep.md").write_text(heading + "```\n" + sweep_table(rows) + "\n```\n")
     _sweep_plots(rows, out_dir)
 
 
@@ -318,5 +330,5 @@ def _sweep_plots(rows: list[dict], out_dir: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / "sweep.png", dpi=120)
+    fig.savefig(out_dir / "sweep.png", dpi=120, metadata={"Software": None})
     plt.close(fig)

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -39,6 +41,7 @@ from targets.loihi2 import run as run_loihi2
 from toolchain.calibration import calibrate
 from toolchain.errors import UserError
 from toolchain.evaluate import cost_report
+from toolchain.files import deferred_signals, release_signals
 from toolchain.finetune import FinetuneOptions, finetune
 from toolchain.ir import INPUT, Graph
 from toolchain.passes.partition import partition
@@ -228,40 +231,110 @@ def sweep_settings(bits: list[int], ratios: list[float], methods, grid: str = "c
     return settings
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a sweep: ``rows``, the settings finished so far (in the order of
+    ``sweep_settings``), of ``total``; ``cause`` is the interrupt itself."""
+
+    def __init__(self, rows: list[dict], total: int, cause: KeyboardInterrupt):
+        super().__init__(f"sweep interrupted after {len(rows)} of {total} settings")
+        self.rows, self.total, self.cause = rows, total, cause
+
+
+def setting_key(row: dict) -> tuple:
+    """What identifies a row's setting: (bits, 32 for float weights; ratio; method)."""
+    return int(row["bits"]), float(row["prune"]), str(row["method"])
+
+
+DERIVED_COLUMNS = ("drop_points", "compression")
+"""Columns computed from the whole sweep (against its float row), not by the row's own run."""
+
+
 def run_sweep(graph: Graph, chip, data: SweepData, bits: list[int], ratios: list[float],
               methods=("baseline", "best"), workers: int | None = None, progress: bool = True,
-              finetune_epochs: int = 0, grid: str = "cross", prune_search: bool = True) -> list[dict]:
+              finetune_epochs: int = 0, grid: str = "cross", prune_search: bool = True,
+              finished: list[dict] = ()) -> list[dict]:
     """One row per setting of ``sweep_settings``, evaluated in parallel processes. ``prune_search``:
-    also try the greedy choice of pruned units (one validation run per remaining unit per round)."""
+    also try the greedy choice of pruned units (one validation run per remaining unit per round).
+
+    ``finished``: rows an interrupted run of the same sweep already computed; only the other
+    settings run, and the rows are the same as one uninterrupted run's. Ctrl-C or SIGTERM stops
+    the workers at once and raises ``SweepInterrupted`` with the rows finished so far."""
     check_settings(bits, ratios)
     if finetune_epochs > 0 and "finetuned" not in methods:
         methods = tuple(methods) + ("finetuned",)
     settings = sweep_settings(bits, ratios, methods, grid)
-    workers = workers or min(len(settings), os.cpu_count() or 1)
+    keys = [setting_key({"bits": b or 32, "prune": r, "method": m}) for b, r, m in settings]
+    done = {setting_key(row): {k: v for k, v in row.items() if k not in DERIVED_COLUMNS} for row in finished}
+    done = {key: row for key, row in done.items() if key in keys}
+    missing = [setting for setting, key in zip(settings, keys) if key not in done]
+    if done and progress:
+        print(f"sweep: {len(done)} of {len(settings)} settings already done; computing {len(missing)}", flush=True)
+    try:
+        if missing:
+            _evaluate_all(graph, chip, data, missing, workers, progress, finetune_epochs, prune_search, done)
+    except KeyboardInterrupt as interrupt:
+        raise SweepInterrupted([done[k] for k in keys if k in done], len(settings), interrupt) from None
+    return finish_rows([done[k] for k in keys])
+
+
+def finish_rows(rows: list[dict]) -> list[dict]:
+    """The rows with the columns measured against the float row (when it is among them)."""
+    reference_row = next((r for r in rows if r["bits"] == 32 and r["prune"] == 0 and r["method"] == "baseline"),
+                         None)
+    if reference_row is None:
+        return rows
+    return [{**row, "drop_points": 100 * (reference_row["accuracy"] - row["accuracy"]),
+             "compression": reference_row["size_bits"] / row["size_bits"]} for row in rows]
+
+
+def _evaluate_all(graph: Graph, chip, data: SweepData, settings: list[tuple], workers: int | None,
+                  progress: bool, finetune_epochs: int, prune_search: bool, done: dict) -> None:
+    """Evaluate ``settings`` in worker processes, adding each row to ``done`` as it finishes."""
+    workers = min(workers or os.cpu_count() or 1, len(settings))
     calibration = _shared_calibration(graph, data, settings, progress)
     from tqdm import tqdm
     bar = tqdm(total=len(settings), desc="sweep", unit="setting", disable=None if progress else True)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
-        futures = [pool.submit(evaluate_setting, graph, chip, data, b, r, m, finetune_epochs, prune_search,
-                               calibration)
-                   for b, r, m in settings]
-        for done, future in enumerate(as_completed(futures), 1):
+    pool = None
+    try:
+        with deferred_signals():  # the workers start with Ctrl-C held, and ignore it: the parent stops them
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker)
+            futures = [pool.submit(evaluate_setting, graph, chip, data, b, r, m, finetune_epochs, prune_search,
+                                   calibration)
+                       for b, r, m in settings]
+        for count, future in enumerate(as_completed(futures), 1):
             row = future.result()
+            done[setting_key(row)] = row
             bar.update()
             if progress and bar.disable:  # no terminal (a log, CI): one line per finished setting instead
-                print(f"sweep: {done}/{len(settings)} {row['method']} {row['bits']} bits, prune {row['prune']}: "
+                print(f"sweep: {count}/{len(settings)} {row['method']} {row['bits']} bits, prune {row['prune']}: "
                       f"accuracy {row['accuracy']:.4f}", flush=True)
-        rows = [f.result() for f in futures]
-    bar.close()
-    float_accuracy = rows[0]["accuracy"]
-    float_size = rows[0]["size_bits"]
-    for row in rows:
-        row["drop_points"] = 100 * (float_accuracy - row["accuracy"])
-        row["compression"] = float_size / row["size_bits"]
-    return rows
+    except BrokenProcessPool:
+        raise UserError("a sweep worker process died (the system may have run out of memory); rerun with "
+                        "fewer --workers") from None
+    except BaseException:
+        if pool is not None:
+            _stop_workers(pool)
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
 
 
-def _single_thread():
-    """Each worker process uses one core; the pool provides the parallelism."""
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Drop the queued settings and end the running ones now, not after they finish (what
+    ``ProcessPoolExecutor.terminate_workers`` does from Python 3.14 on)."""
+    processes = list((pool._processes or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+
+
+def _start_worker():
+    """Each worker process uses one core (the pool provides the parallelism), ignores Ctrl-C (the
+    terminal sends it to every process; the parent decides) and dies on SIGTERM."""
     import torch
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    release_signals()

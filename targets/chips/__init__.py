@@ -17,12 +17,14 @@ class ChipSpec:
 
     Each entry there is ``{"value": ..., "source": "..."}`` so a report can
     say where a number comes from. ``costs``: per-operation energy and time.
+    ``measured``: figures measured on the chip's silicon (static power).
     """
 
     name: str
     description: str
     limits: dict
     costs: dict = field(default_factory=dict)
+    measured: dict = field(default_factory=dict)
 
     def limit(self, key: str):
         return self.limits[key]["value"]
@@ -32,6 +34,12 @@ class ChipSpec:
         if key not in self.costs:
             raise UserError(f"chip {self.name}: its spec has no cost figure {key!r}")
         return float(self.costs[key]["value"])
+
+    def measured_value(self, key: str) -> float:
+        """A figure measured on silicon (e.g. static power in W), for the chip's cost model."""
+        if key not in self.measured:
+            raise UserError(f"chip {self.name}: its spec has no measured figure {key!r}")
+        return float(self.measured[key]["value"])
 
     def source(self, key: str) -> str:
         return self.limits[key]["source"]
@@ -48,6 +56,6 @@ def load_chip(name: str) -> ChipSpec:
     try:
         data = json.loads(path.read_text())
         return ChipSpec(name=data["name"], description=data["description"], limits=data["limits"],
-                        costs=data.get("costs", {}))
+                        costs=data.get("costs", {}), measured=data.get("measured", {}))
     except (json.JSONDecodeError, KeyError) as exc:
         raise UserError(f"{path}: malformed chip spec ({exc})") from None

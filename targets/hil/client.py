@@ -18,6 +18,7 @@ time; above 1 the board keeps up with a real chip running at that period).
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from targets.hil import protocol
-from targets.hil.protocol import Message
+from targets.hil.protocol import TOKEN_ENV, Message
 from targets.loihi2.chip import StepOutput
 from toolchain.errors import UserError
 from toolchain.program import Program
@@ -59,23 +60,37 @@ def connect(address: str | tuple[str, int] | Path, timeout: float) -> socket.soc
 
 
 class Board:
-    """A connection to an emulated board (``snn-compile serve``). Loads ``program`` when given."""
+    """A connection to an emulated board (``snn-compile serve``). Loads ``program`` when given.
+
+    ``token``: the board's shared token (default: the ``SNN_BOARD_TOKEN``
+    environment variable), sent in a HELLO before any other request.
+    ``limits`` is then what the board allows a client (lanes, steps, sizes).
+    """
 
     def __init__(self, address: str | tuple[str, int] | Path, program: Program | str | Path | None = None,
                  lanes: int = 1, reset_interval: int | None = None, step_period: float = 1e-3,
-                 timeout: float = 60.0):
+                 timeout: float = 60.0, token: str | None = None):
         self.step_period = step_period
         self.sock = connect(address, timeout)
         self.round_trips: list[tuple[int, float]] = []
         self._info = None
-        if program is not None or lanes != 1 or reset_interval is not None:
-            self.load(program, lanes, reset_interval)
+        self.limits = None
+        try:
+            token = token if token is not None else os.environ.get(TOKEN_ENV)
+            if token:
+                self.limits = self._request(Message(protocol.HELLO, {"token": token})).meta["limits"]
+            if program is not None or lanes != 1 or reset_interval is not None:
+                self.load(program, lanes, reset_interval)
+        except BaseException:
+            self.close()
+            raise
 
     # -- the chip's calls ------------------------------------------------------
 
-    def load(self, program: Program | str | Path | None = None, lanes: int = 1,
+    def load(self, program: Program | str | Path | bytes | None = None, lanes: int = 1,
              reset_interval: int | None = None) -> dict:
-        """Load ``program`` (None: the one the board was started with); returns its info."""
+        """Load ``program`` (a Program, a program file or its bytes; None: the one the board was started
+        with); returns its info."""
         arrays = {} if program is None else {"program": np.frombuffer(_program_bytes(program), dtype=np.uint8)}
         reply = self._request(Message(protocol.LOAD, {"lanes": lanes, "reset_interval": reset_interval}, arrays))
         self._info = reply.meta
@@ -151,5 +166,7 @@ class Board:
         return reply
 
 
-def _program_bytes(program: Program | str | Path) -> bytes:
+def _program_bytes(program: Program | str | Path | bytes) -> bytes:
+    if isinstance(program, bytes):
+        return program
     return program.to_bytes() if isinstance(program, Program) else Path(program).read_bytes()

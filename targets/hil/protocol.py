@@ -39,12 +39,16 @@ Requests and their replies (``OK`` unless the request failed):
 - ``RESET``: zero the neuron state and the delay buffers. Counters stay.
 - ``COUNTERS``: reply meta is the counters (steps, spikes, synaptic_ops, ...).
 - ``SHUTDOWN``: the server replies, then stops serving every connection and exits.
+- ``HELLO``: meta ``{"token": str}``, the shared token of a board started
+  with one; on such a board it must be a connection's first request. Reply
+  meta: ``{"protocol": 1, "limits": {...}}``, the board's limits.
 
 ``ERROR`` replies carry meta ``{"error": message, "kind": kind}``. A frame
 whose header is unreadable (bad magic, other version, body over
-``MAX_BODY``) gets an ERROR and the connection is closed, since the stream
-can no longer be split into frames; a well-framed but bad request (unknown
-type, bad JSON, wrong array sizes, invalid input) gets an ERROR and the
+``MAX_BODY`` or over the receiver's own limit) gets an ERROR and the
+connection is closed, since the stream can no longer be split into frames;
+a well-framed but bad request (unknown type, bad JSON, meta over
+``MAX_META``, wrong array sizes, invalid input) gets an ERROR and the
 connection stays usable. A connection that ends mid-frame is dropped.
 """
 
@@ -63,10 +67,14 @@ VERSION = 1
 HEADER = struct.Struct("!4sBBHI")
 META_LENGTH = struct.Struct("!I")
 MAX_BODY = 256 * 2**20
+MAX_META = 2**20
+TOKEN_ENV = "SNN_BOARD_TOKEN"  # where both sides find the shared token when none is given
+SEND_BUFFERS = 512  # buffers per sendmsg call, under the kernel's IOV_MAX (1024)
 
-INFO, LOAD, STEP, RESET, COUNTERS, SHUTDOWN = 1, 2, 3, 4, 5, 6
+INFO, LOAD, STEP, RESET, COUNTERS, SHUTDOWN, HELLO = 1, 2, 3, 4, 5, 6, 7
 OK, ERROR = 64, 65
-REQUESTS = {INFO: "info", LOAD: "load", STEP: "step", RESET: "reset", COUNTERS: "counters", SHUTDOWN: "shutdown"}
+REQUESTS = {INFO: "info", LOAD: "load", STEP: "step", RESET: "reset", COUNTERS: "counters", SHUTDOWN: "shutdown",
+            HELLO: "hello"}
 
 ARRAY_DTYPES = ("|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<i8", "<f4", "<f8")
 
@@ -92,6 +100,12 @@ class Message:
 
 def encode(message: Message) -> bytes:
     """The frame for ``message``."""
+    return b"".join(frame_parts(message))
+
+
+def frame_parts(message: Message) -> list:
+    """The frame for ``message`` as buffers (header and meta, then each array's own memory), so a large
+    reply is sent without copying its arrays."""
     arrays, blobs = [], []
     for name, array in message.arrays.items():
         array = np.ascontiguousarray(array)
@@ -100,12 +114,12 @@ def encode(message: Message) -> bytes:
         if dtype.str not in ARRAY_DTYPES:
             raise ProtocolError(f"array {name!r}: dtype {dtype} cannot be sent; use one of {', '.join(ARRAY_DTYPES)}")
         arrays.append({"name": name, "dtype": dtype.str, "shape": list(array.shape)})
-        blobs.append(array.tobytes())
+        blobs.append(memoryview(array.reshape(-1).view(np.uint8)))
     meta = json.dumps({**message.meta, "arrays": arrays}).encode()
-    body = b"".join([META_LENGTH.pack(len(meta)), meta, *blobs])
-    if len(body) > MAX_BODY:
-        raise ProtocolError(f"message body of {len(body)} bytes exceeds the protocol's {MAX_BODY}")
-    return HEADER.pack(MAGIC, VERSION, message.kind, 0, len(body)) + body
+    length = META_LENGTH.size + len(meta) + sum(len(blob) for blob in blobs)
+    if length > MAX_BODY:
+        raise ProtocolError(f"message body of {length} bytes exceeds the protocol's {MAX_BODY}")
+    return [HEADER.pack(MAGIC, VERSION, message.kind, 0, length) + META_LENGTH.pack(len(meta)) + meta, *blobs]
 
 
 def decode_header(header: bytes) -> tuple[int, int]:
@@ -120,11 +134,13 @@ def decode_header(header: bytes) -> tuple[int, int]:
     return kind, length
 
 
-def decode_body(kind: int, body: bytes) -> Message:
+def decode_body(kind: int, body: bytes | bytearray) -> Message:
     """The message in ``body``; raises ``ProtocolError`` (not fatal) when it is malformed."""
     if len(body) < META_LENGTH.size:
         raise ProtocolError("body shorter than its meta length field")
     (meta_length,) = META_LENGTH.unpack_from(body)
+    if meta_length > MAX_META:
+        raise ProtocolError(f"meta of {meta_length} bytes exceeds the protocol's limit of {MAX_META} bytes")
     end = META_LENGTH.size + meta_length
     if end > len(body):
         raise ProtocolError(f"meta length {meta_length} runs past the body ({len(body)} bytes)")
@@ -164,17 +180,19 @@ def _array_spec(spec) -> tuple[str, np.dtype, tuple[int, ...]]:
     return spec["name"], np.dtype(spec["dtype"]), tuple(shape)
 
 
-def receive_exactly(sock: socket.socket, size: int) -> bytes:
-    """``size`` bytes from ``sock``; ``ConnectionClosed`` if the stream ends first."""
-    chunks, remaining = [], size
-    while remaining:
-        chunk = sock.recv(min(remaining, 2**20))
+def receive_exactly(sock: socket.socket, size: int) -> bytearray:
+    """``size`` bytes from ``sock``; ``ConnectionClosed`` if the stream ends first.
+
+    The buffer grows with what arrives, so a header that announces a large
+    body costs memory only as fast as the peer really sends it.
+    """
+    received = bytearray()
+    while len(received) < size:
+        chunk = sock.recv(min(size - len(received), 2**20))
         if not chunk:
-            where = "between frames" if remaining == size and not chunks else "mid-frame"
-            raise ConnectionClosed(f"connection closed {where}")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+            raise ConnectionClosed(f"connection closed {'mid-frame' if received else 'between frames'}")
+        received += chunk
+    return received
 
 
 def receive(sock: socket.socket) -> Message:
@@ -184,7 +202,16 @@ def receive(sock: socket.socket) -> Message:
 
 
 def send(sock: socket.socket, message: Message) -> None:
-    sock.sendall(encode(message))
+    """Send ``message`` as one scatter-gather write: small replies leave in one segment (no Nagle delay),
+    large arrays are not copied."""
+    pending = [memoryview(part) for part in frame_parts(message) if len(part)]
+    while pending:
+        sent = sock.sendmsg(pending[:SEND_BUFFERS])
+        while pending and sent >= len(pending[0]):
+            sent -= len(pending[0])
+            pending.pop(0)
+        if sent:
+            pending[0] = pending[0][sent:]
 
 
 def error(message: str, kind: str) -> Message:

@@ -21,6 +21,9 @@ from toolchain.errors import UserError
 
 LAVA_REQUIREMENT = "lava-nc==0.10.0"
 MARKER = ".snn-lava-installed"
+OWNER_MARKER = ".snn-lava-environment"
+"""Written into the environment as soon as it exists: only a directory holding it (or the
+``MARKER`` of a complete one) is ever cleared and created again."""
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOW_TO_CREATE = "run `make lava` or `snn-compile lava setup`"
 HOW_TO_PROVIDE_PYTHON = ("Lava (lava-nc 0.10.0) needs Python 3.10: install one (e.g. `pyenv install 3.10`) "
@@ -62,10 +65,26 @@ def find_python310() -> str | None:
     return next((c for c in candidates if c and _is_python310(c)), None)
 
 
+def check_replaceable(target: Path) -> None:
+    """Refuse to clear a directory this module did not create: ``venv --clear`` empties it."""
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir():
+        raise UserError(f"SNN_LAVA_VENV={target} is a file, not a directory; point it at a new directory")
+    try:
+        empty = not any(target.iterdir())
+    except OSError as exc:
+        raise UserError(f"SNN_LAVA_VENV={target}: cannot read it ({exc.strerror})") from None
+    if not (empty or (target / OWNER_MARKER).is_file() or (target / MARKER).is_file()):
+        raise UserError(f"SNN_LAVA_VENV={target} exists and is not a Lava environment snn-compile created; "
+                        "point SNN_LAVA_VENV at a new directory (nothing was changed)")
+
+
 def create(quiet: bool = False) -> Path:
     """Create the environment unless it is complete already; returns its python."""
     if is_ready():
         return venv_python()
+    check_replaceable(venv_dir())
     python = find_python310()
     if python is None:
         if os.environ.get("SNN_LAVA_PYTHON"):
@@ -74,18 +93,22 @@ def create(quiet: bool = False) -> Path:
     target = venv_dir()
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     say(f"creating the Lava environment {target} from {python} (installs {LAVA_REQUIREMENT})")
-    steps = [[python, "-m", "venv", "--clear", str(target)],
-             [str(target / "bin" / "python"), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-             [str(target / "bin" / "python"), "-m", "pip", "install", "--quiet", LAVA_REQUIREMENT],
-             [str(target / "bin" / "python"), "-c", "import lava.magma.core.run_configs, numpy"]]
-    for command in steps:
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise UserError(f"creating the Lava environment failed at `{' '.join(command[-3:])}`: {detail[0]}")
+    _run_step([python, "-m", "venv", "--clear", str(target)])
+    (target / OWNER_MARKER).write_text(LAVA_REQUIREMENT + "\n")  # from now on the directory is ours to clear
+    for command in ([str(target / "bin" / "python"), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
+                    [str(target / "bin" / "python"), "-m", "pip", "install", "--quiet", LAVA_REQUIREMENT],
+                    [str(target / "bin" / "python"), "-c", "import lava.magma.core.run_configs, numpy"]):
+        _run_step(command)
     (target / MARKER).write_text(LAVA_REQUIREMENT + "\n")
     say(f"Lava environment ready: {target}")
     return venv_python()
+
+
+def _run_step(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise UserError(f"creating the Lava environment failed at `{' '.join(command[-3:])}`: {detail[0]}")
 
 
 def main(argv: list[str] | None = None) -> int:

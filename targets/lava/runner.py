@@ -57,6 +57,10 @@ def check_expressible(program: Program, inputs: np.ndarray):
         raise UserError(f"inputs must be integers in [0, {program.input_levels}] (the program's input levels)")
     if program.input_levels >= 2**31:
         raise UserError("Lava's RingBuffer carries int32 payloads; input levels must stay below 2^31")
+    subtracting = [layer.name for layer in program.layers if layer.reset == "subtract"]
+    if subtracting:
+        raise UserError(f"layer {subtracting[0]!r} resets by subtraction and Lava 0.10 has no such process "
+                        "(its LIF resets to zero); run it on --target loihi2 or compile with --reset zero")
 
 
 def explicit_matrix(program: Program, syn: Synapses) -> np.ndarray:
@@ -80,12 +84,15 @@ def write_network(program: Program, inputs: np.ndarray, record: bool, batch_size
         groups = process_groups(program, layer)
         layers.append({"name": layer.name, "index": index, "size": layer.size, "depth": depth[layer.name],
                        "probe_v": layer.name == program.output and program.readout == "membrane",
+                       "current_bias": layer.has_current_bias,
                        "groups": [{"du": int(layer.du[rows[0]]), "dv": int(layer.dv[rows[0]]),
                                    "vth": int(layer.vth[rows[0]])} for rows in groups]})
         for g, rows in enumerate(groups):
             arrays[f"{layer.name}/rows/{g}"] = rows
         arrays[f"{layer.name}/bias_mant"] = layer.bias_mant
         arrays[f"{layer.name}/bias_exp"] = layer.bias_exp
+        arrays[f"{layer.name}/current_bias_mant"] = layer.current_bias_mant
+        arrays[f"{layer.name}/current_bias_exp"] = layer.current_bias_exp
     for c, syn in enumerate(program.synapses):
         target = program.layer(syn.target)
         connections.append({"source": "input" if syn.source == INPUT else syn.source, "target": syn.target,

@@ -16,6 +16,10 @@ convolution arrives as its explicit matrix: Lava's fixed-point Conv ignores
 weight_exp and skips the sign-mode clip and truncation. When a source layer
 is split into processes, the sign mode is passed explicitly, computed over
 the whole target block, because each Dense then sees only part of the row.
+A layer's current bias (Lava's LIF adds ``bias`` to v, not u) is an always-on
+input: a second RingBuffer that sends 1 every step, into one Dense per
+process group holding the 8-bit bias weights and their exponent, so it
+enters the dendrite like any synapse.
 
 Timing. Samples stream through one run with period ``steps``: layer k (k
 connections from the input) sees sample s step j at time step
@@ -103,6 +107,8 @@ def build(net: dict, arrays, inputs: np.ndarray, out_dir: Path, record: bool):
     data = np.zeros((inputs.shape[-1], total), dtype=np.int32)
     data[:, :samples * steps] = inputs.reshape(samples * steps, -1).T
     source = RingBuffer(data=data)
+    always_on = RingBuffer(data=np.ones((1, total), dtype=np.int32)) \
+        if any(layer["current_bias"] for layer in net["layers"]) else None
     groups, recordings = {}, {}
     for layer in net["layers"]:
         processes = []
@@ -116,6 +122,12 @@ def build(net: dict, arrays, inputs: np.ndarray, out_dir: Path, record: bool):
                                    total_steps=total, path=str(path), record_state=record or layer["probe_v"])
             recordings.setdefault(layer["name"], []).append((rows, path))
             processes.append((lif, rows))
+            current_bias = arrays[f"{layer['name']}/current_bias_mant"][rows]
+            if np.any(current_bias):
+                dense = Dense(weights=current_bias[:, None], num_weight_bits=8,
+                              weight_exp=int(arrays[f"{layer['name']}/current_bias_exp"][rows[0]]))
+                always_on.s_out.connect(dense.s_in)
+                dense.a_out.connect(lif.a_in)
         groups[layer["name"]] = processes
     clear_points = []
     for c, conn in enumerate(net["connections"]):

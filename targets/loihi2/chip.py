@@ -179,6 +179,8 @@ class Chip:
             source_activity = self.history[entry[0].source][self.delays[id(entry)] - 1]
             contribution = cl.synaptic_input(entry, source_activity)
             a_in = wrap_int32(a_in + contribution) if exact else a_in + contribution
+        if cl.constant_input is not None:
+            a_in = wrap_int32(a_in + cl.constant_input) if exact else a_in + cl.constant_input
         step = step_neurons if exact else step_neurons_fast
         self.u[name], self.v[name], spikes = step(cl, self.u[name], self.v[name], a_in)
         return spikes

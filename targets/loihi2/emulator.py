@@ -15,6 +15,12 @@ computes each layer over all steps of a sample at once (one large matrix
 product per connection, exact in float32 while sums stay below 2^24), then
 runs the neuron dynamics step by step. A recurrent connection starts each
 sample with an empty buffer.
+
+Beyond Lava's LIF, two things a Loihi 2 programmable neuron does: a current
+bias (``Layer.current_bias_mant``/``_exp``), computed exactly as Lava runs it,
+an always-on input axon through an 8-bit synapse (``current_bias_synapses``),
+and reset by subtraction (``v <- v - (vth << 6)`` on a spike), which Lava
+0.10 has no process for.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 
 from targets.results import LayerActivity, RunResult
 from targets.batching import iterate_batches
+from targets.loihi2.kernel import lif_layer
 from toolchain.synaptic import accumulate
 from toolchain.errors import UserError
 from toolchain.ir import INPUT
@@ -31,6 +38,8 @@ from toolchain.program import Layer, Program, Synapses
 
 STATE_MAX = 2**23
 FLOAT32_EXACT = 2**24
+ALWAYS_ON = "always-on"
+"""Source name of the synapse that carries a layer's current bias."""
 
 
 def wrap_int32(x: torch.Tensor) -> torch.Tensor:
@@ -44,14 +53,22 @@ def neuron_weight_exp(syn: Synapses, layer: Layer) -> np.ndarray:
     return exp if exp.size == layer.size else np.repeat(exp, layer.size // exp.size)
 
 
+def current_bias_synapses(layer: Layer) -> Synapses:
+    """A layer's current bias as Lava runs it: a source that sends 1 every step, one 8-bit synapse
+    per neuron."""
+    return Synapses(ALWAYS_ON, layer.name, layer.current_bias_mant[:, None], layer.current_bias_exp, 8)
+
+
 def process_groups(program: Program, layer: Layer) -> list[np.ndarray]:
     """Neurons that can share one Lava LIF process and one Dense per incoming synapse.
 
     A Lava LIF process has one du, dv and vth and a Dense one weight
     exponent, so a neuron group whose neurons differ in the exponent of some
-    incoming synapse is split by it.
+    incoming synapse (the current bias's included) is split by it.
     """
     exps = [neuron_weight_exp(syn, layer) for syn in program.incoming(layer.name)]
+    if layer.has_current_bias:
+        exps.append(layer.current_bias_exp)
     processes = []
     for rows in layer.groups():
         keys = np.stack([e[rows] for e in exps], axis=1) if exps else np.zeros((len(rows), 1))
@@ -64,12 +81,16 @@ def lava_weights(syn: Synapses, rows_of_groups: list[np.ndarray], shape) -> np.n
     """The weights a Lava Dense/Conv process holds after its clip and truncation.
 
     Lava picks a sign mode per process (see ``process_groups``), clips to 8
-    bits and floors away the low bits for ``weight_bits``.
+    bits and floors away the low bits for ``weight_bits``. A convolution's
+    kernel is shared by a channel, so processes that split a channel must
+    hold the same kernel after that.
     """
-    w = syn.weights.astype(np.int64).copy()
+    original = syn.weights.astype(np.int64)
+    w = original.copy()
+    held_by_a_process = np.zeros(len(w), dtype=bool)
     for rows in rows_of_groups:
         index = rows if syn.kind == "dense" else np.unique(np.unravel_index(rows, shape)[0])
-        block = w[index]
+        block = original[index]
         if block.min() >= 0:
             sign, mixed = 1, 0
         elif block.max() <= 0:
@@ -78,7 +99,12 @@ def lava_weights(syn: Synapses, rows_of_groups: list[np.ndarray], shape) -> np.n
             sign, mixed = 1, 1
         block = np.clip(sign * block, -256 * mixed, 255)
         drop = 8 - syn.weight_bits + mixed
-        w[index] = sign * ((block >> drop) << drop)
+        held = sign * ((block >> drop) << drop)
+        if np.any(held_by_a_process[index] & np.any((w[index] != held).reshape(len(index), -1), axis=1)):
+            raise UserError(f"synapses {syn.name}: neuron groups that share a channel hold different kernels "
+                            "after Lava's per-process clip and truncation; use weights on the symmetric grid")
+        held_by_a_process[index] = True
+        w[index] = held
     return w
 
 
@@ -94,8 +120,16 @@ class _CompiledLayer:
         mant = torch.as_tensor(layer.bias_mant, dtype=torch.int64)
         self.bias = wrap_int32(mant << torch.as_tensor(layer.bias_exp, dtype=torch.int64))
         self.u_decays = bool(np.any(layer.du != 4095))
+        self.subtract = layer.reset == "subtract"
         self.feed, self.recurrent = [], []
         input_bound = 0.0
+        self.constant_input = None  # a_in of the current bias, the same every step
+        if layer.has_current_bias:
+            held = lava_weights(current_bias_synapses(layer), groups, layer.shape)[:, 0]
+            exp = layer.current_bias_exp.astype(np.int64)
+            constant = np.where(exp > 0, held << np.maximum(exp, 0), held >> np.maximum(-exp, 0))
+            self.constant_input = wrap_int32(torch.as_tensor(constant, dtype=torch.int64))
+            input_bound += float(np.abs(constant).max()) + 1
         for syn in program.incoming(layer.name):
             w = lava_weights(syn, groups, layer.shape)
             in_shape = program.shape_of(syn.source)
@@ -111,6 +145,8 @@ class _CompiledLayer:
         # u accumulates at most a_in * 64 * 4096 / (du + 1); below 2^23 nothing ever wraps
         current_bound = input_bound * 64 * 4096 / (int(layer.du.min()) + 1)
         self.exact_path = current_bound >= STATE_MAX or not layer.size
+        if self.constant_input is not None and not self.exact_path:
+            self.constant_input = self.constant_input.to(torch.float64)
         self.vth_f = self.vth.to(torch.float64)
         self.bias_f = self.bias.to(torch.float64)
         self.dv_keep = (4096 - self.dv).to(torch.float64) / 4096
@@ -146,7 +182,7 @@ def step_neurons(cl: _CompiledLayer, u, v, a_in):
     decayed_v = torch.sign(prod) * (prod.abs() >> 12)
     v = torch.clamp(wrap_int32(decayed_v + u + cl.bias), -(STATE_MAX - 1), STATE_MAX - 1)
     spikes = v > cl.vth
-    v = torch.where(spikes, torch.zeros_like(v), v)
+    v = torch.where(spikes, v - cl.vth if cl.subtract else torch.zeros_like(v), v)
     return u, v, spikes
 
 
@@ -163,24 +199,37 @@ def step_neurons_fast(cl: _CompiledLayer, u, v, a_in):
         u = a_in * 64
     v = v.mul_(cl.dv_keep).trunc_().add_(u).add_(cl.bias_f).clamp_(-(STATE_MAX - 1), STATE_MAX - 1)
     spikes = v > cl.vth_f
+    if cl.subtract:
+        return u, torch.where(spikes, v - cl.vth_f, v), spikes
     return u, v.masked_fill_(spikes, 0.0), spikes
 
 
+NEURON_PATHS = ("kernel", "torch")
+
+
 def run(program: Program, inputs: np.ndarray, record: bool = False, batch_size: int = 256,
-        progress: str | None = None) -> RunResult:
+        progress: str | None = None, neurons: str = "kernel") -> RunResult:
     """Run ``inputs`` (samples, *input_shape) integers held for every step, or
-    (samples, steps, *input_shape) per step, through the program."""
+    (samples, steps, *input_shape) per step, through the program.
+
+    ``neurons``: "kernel" updates each feed-forward layer's neurons over all
+    steps in one compiled pass; "torch" steps them with tensor operations
+    (the reference the kernel is tested against). Both give the same integers.
+    """
+    if neurons not in NEURON_PATHS:
+        raise ValueError(f"neurons must be one of {NEURON_PATHS}, got {neurons!r}")
     inputs = np.asarray(inputs)
     if inputs.size and (inputs.min() < 0 or inputs.max() > program.input_levels
                         or not np.array_equal(inputs, np.round(inputs))):
         raise UserError(f"inputs must be integers in [0, {program.input_levels}] (the program's input levels)")
     compiled = [_CompiledLayer(program, layer) for layer in program.layers]
-    parts = [_run_batch(program, compiled, inputs[batch], record)
+    parts = [_run_batch(program, compiled, inputs[batch], record, neurons)
              for batch in iterate_batches(len(inputs), batch_size, progress)]
     return RunResult.concatenate(parts)
 
 
-def _run_batch(program: Program, compiled: list[_CompiledLayer], x: np.ndarray, record: bool) -> RunResult:
+def _run_batch(program: Program, compiled: list[_CompiledLayer], x: np.ndarray, record: bool,
+               neurons: str) -> RunResult:
     steps, n_in = program.steps, int(np.prod(program.input_shape))
     b = len(x)
     x = torch.as_tensor(x, dtype=torch.float32)
@@ -196,26 +245,17 @@ def _run_batch(program: Program, compiled: list[_CompiledLayer], x: np.ndarray, 
         n = cl.layer.size
         dtype = torch.int64 if cl.exact_path else torch.float64
         combine = (lambda a, c: wrap_int32(a + c)) if cl.exact_path else torch.add
-        step = step_neurons if cl.exact_path else step_neurons_fast
         a_ff = None
         for entry in cl.feed:
             a_in = cl.synaptic_input(entry, acts[entry[0].source])
             a_ff = a_in if a_ff is None else combine(a_ff, a_in)
+        if cl.constant_input is not None:
+            a_ff = combine(a_ff, cl.constant_input)
         a_ff = a_ff.reshape(b, steps, n)
-        u = torch.zeros(b, n, dtype=dtype)
-        v = torch.zeros(b, n, dtype=dtype)
-        spikes = torch.zeros(b, steps, n, dtype=torch.bool)
-        u_trace = torch.zeros(b, steps, n, dtype=torch.int32) if record else None
-        v_trace = torch.zeros(b, steps, n, dtype=torch.int32) if record else None
-        for t in range(steps):
-            a_in = a_ff[:, t]
-            if cl.recurrent and t > 0:
-                prev = spikes[:, t - 1].to(torch.float32)
-                for entry in cl.recurrent:
-                    a_in = combine(a_in, cl.synaptic_input(entry, prev))
-            u, v, spikes[:, t] = step(cl, u, v, a_in)
-            if record:
-                u_trace[:, t], v_trace[:, t] = u.to(torch.int32), v.to(torch.int32)
+        if neurons == "kernel" and not cl.recurrent:
+            spikes, u_trace, v_trace, v = _kernel_steps(cl, a_ff, record)
+        else:
+            spikes, u_trace, v_trace, v = _torch_steps(cl, a_ff, record, combine, dtype)
         acts[cl.layer.name] = spikes.reshape(b * steps, n).to(torch.float32)
         activity[cl.layer.name] = LayerActivity(spikes.sum((0, 1)).numpy().astype(np.int64),
                                                 spikes.sum((0, 2)).numpy().astype(np.int64))
@@ -229,3 +269,37 @@ def _run_batch(program: Program, compiled: list[_CompiledLayer], x: np.ndarray, 
                 readout = v.to(torch.float64).numpy() / cl.layer.v_scale
     return RunResult(output=readout, activity=activity, samples=b, steps=steps,
                      trains=trains, u=us, v=vs)
+
+
+def _torch_steps(cl: _CompiledLayer, a_ff: torch.Tensor, record: bool, combine, dtype):
+    """The neuron update step by step in torch: the reference path, and the one recurrent layers take."""
+    b, steps, n = a_ff.shape
+    step = step_neurons if cl.exact_path else step_neurons_fast
+    u = torch.zeros(b, n, dtype=dtype)
+    v = torch.zeros(b, n, dtype=dtype)
+    spikes = torch.zeros(b, steps, n, dtype=torch.bool)
+    u_trace = torch.zeros(b, steps, n, dtype=torch.int32) if record else None
+    v_trace = torch.zeros(b, steps, n, dtype=torch.int32) if record else None
+    for t in range(steps):
+        a_in = a_ff[:, t]
+        if cl.recurrent and t > 0:
+            prev = spikes[:, t - 1].to(torch.float32)
+            for entry in cl.recurrent:
+                a_in = combine(a_in, cl.synaptic_input(entry, prev))
+        u, v, spikes[:, t] = step(cl, u, v, a_in)
+        if record:
+            u_trace[:, t], v_trace[:, t] = u.to(torch.int32), v.to(torch.int32)
+    return spikes, u_trace, v_trace, v
+
+
+def _kernel_steps(cl: _CompiledLayer, a_ff: torch.Tensor, record: bool):
+    """The neuron update of all steps in one compiled pass (``kernel.lif_layer``), same integers."""
+    b, steps, n = a_ff.shape
+    spikes = np.empty((b, steps, n), dtype=np.bool_)
+    trace_shape = (b, steps, n) if record else (0, 0, 0)
+    u_trace, v_trace = np.empty(trace_shape, dtype=np.int32), np.empty(trace_shape, dtype=np.int32)
+    v_end = np.empty((b, n), dtype=np.int64)
+    lif_layer(a_ff.to(torch.int64).contiguous().numpy(), cl.du.numpy(), cl.dv.numpy(), cl.vth.numpy(),
+              cl.bias.numpy(), cl.subtract, cl.u_decays, spikes, u_trace, v_trace, v_end, record)
+    traces = (torch.from_numpy(u_trace), torch.from_numpy(v_trace)) if record else (None, None)
+    return torch.from_numpy(spikes), *traces, torch.from_numpy(v_end)

@@ -219,8 +219,9 @@ def remove_units(graph: Graph, removed: dict[str, np.ndarray], options: PruneOpt
             continue
         kept = keep[pop.name]
         shape = (len(kept_channels[pop.name]),) + pop.shape[1:] if _convolutional(graph, pop.name) else (len(kept),)
-        populations.append(Population(pop.name, shape, pop.alpha[kept], pop.beta[kept], pop.threshold[kept],
-                                      pop.bias[kept], pop.spiking, pop.reset, pop.model))
+        populations.append(replace(pop, shape=shape, alpha=pop.alpha[kept], beta=pop.beta[kept],
+                                   threshold=pop.threshold[kept], bias=pop.bias[kept],
+                                   current_bias=pop.current_bias[kept]))
     connections = [_slice_connection(graph, c, keep) for c in graph.connections]
     return Graph(graph.input_shape, populations, connections, graph.output, graph.steps, graph.dt,
                  graph.input_levels, dict(graph.metadata))
@@ -288,9 +289,17 @@ def _fold_removed(graph: Graph, kept_channels: dict[str, np.ndarray], units: dic
             extra[conn.target] += accumulate(conn.kind, torch.as_tensor(w_removed), torch.as_tensor(means.reshape(1, -1)),
                                              in_shape, conn.stride, conn.padding).numpy().reshape(-1)
         connections.append(replace(conn, weight=w))
-    populations = [replace(p, bias=p.bias + extra[p.name]) if extra[p.name].any() else p for p in graph.populations]
+    populations = [_with_mean_drive(p, extra[p.name]) if extra[p.name].any() else p for p in graph.populations]
     return Graph(graph.input_shape, populations, connections, graph.output, graph.steps, graph.dt,
                  graph.input_levels, dict(graph.metadata))
+
+
+def _with_mean_drive(pop: Population, drive: np.ndarray) -> Population:
+    """``pop`` with a constant input ``drive`` added where the input enters: the synaptic current
+    of neurons that have one (alpha > 0), else the membrane (the same thing when alpha = 0)."""
+    synaptic = pop.alpha > 0
+    return replace(pop, bias=pop.bias + np.where(synaptic, 0.0, drive),
+                   current_bias=pop.current_bias + np.where(synaptic, drive, 0.0))
 
 
 def _refit(conn: Connection, w: np.ndarray, units: int, kept: np.ndarray, removed: np.ndarray,

@@ -4,9 +4,15 @@ For each neuron group (neurons sharing decay and threshold) one scale S maps
 float membrane units to integer ones: ``v_int = S * v_float``. Weights land
 on Loihi's 8-bit synapse grid with a per-group exponent, thresholds become
 17-bit ``vth`` with ``vth * 2^6 = S * theta``, decays 12-bit ``du``/``dv``,
-biases a 13-bit mantissa with a 3-bit exponent. S is the largest power-of-two
-multiple of the weight step that keeps ``vth`` within 17 bits, so the
-integer network reproduces the float one as closely as the widths allow.
+biases a 13-bit mantissa with a 3-bit exponent, current biases an 8-bit
+always-on synapse with its exponent. S is the largest power-of-two multiple
+of the weight step that keeps ``vth`` within 17 bits, so the integer network
+reproduces the float one as closely as the widths allow.
+
+A convolution shares its kernel across a channel, so neuron groups that
+split channels (a threshold or decay that varies within a channel) share
+one scale with every group they share a channel with: they keep the same
+integer kernel and differ in ``vth``, ``du``, ``dv``.
 
 Weights use a symmetric grid ``q * 2^(9 - bits)``, ``|q| <= 2^(bits-1) - 1``:
 Lava's clipping and truncation (for any sign mode it picks) leave such
@@ -20,6 +26,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, Connection, Graph, Population
@@ -30,6 +38,10 @@ VTH_MAX = 2**17 - 1
 BIAS_MANT_MAX = 4095
 BIAS_EXP_MAX = 7
 BIAS_MAX = BIAS_MANT_MAX * 2**BIAS_EXP_MAX
+CURRENT_BIAS_MANT_MAX = 255
+CURRENT_BIAS_EXP_MAX = 7
+CURRENT_BIAS_MAX = (CURRENT_BIAS_MANT_MAX - 1) * 2**CURRENT_BIAS_EXP_MAX * 64
+"""Largest current bias in u units (the axon's input is shifted by 6 into u)."""
 STATE_MAX = 2**23 - 1
 DIGITAL_MAX_BITS = 16
 """Widest weights the generic digital target (``fake_quantize``) takes."""
@@ -134,10 +146,8 @@ def _quantize_population(graph: Graph, pop: Population, incoming: list[Connectio
     if options.granularity == "channel":
         keys = np.column_stack([keys, np.arange(n) // (n // pop.shape[0]) if len(pop.shape) == 3 else np.arange(n)])
     _, group_of = np.unique(keys, axis=0, return_inverse=True)
-    for g in np.unique(group_of):
-        rows = np.flatnonzero(group_of.reshape(-1) == g)
-        if any(c.kind == "conv" for c in incoming):
-            _require_whole_channels(pop, rows)
+    current_bias_mant, current_bias_exp = np.zeros(n, dtype=int), np.zeros(n, dtype=int)
+    for rows in _scale_blocks(pop, group_of.reshape(-1), any(c.kind == "conv" for c in incoming)):
         main, *others = incoming
         w_main = _rows(main, rows, pop.shape) * (1 / graph.input_levels if main.source == INPUT else 1)
         delta = choose_weight_step(w_main, qmax, options.weight_scale,
@@ -145,18 +155,24 @@ def _quantize_population(graph: Graph, pop: Population, incoming: list[Connectio
         if options.bits == 1 and np.any(w_main > 0) and np.any(w_main < 0):
             raise UserError(f"layer {pop.name}: 1-bit Loihi weights are single-sign and this layer has "
                             "both signs; use --bits 2 or more")
-        theta_g = float(theta[rows[0]])
-        scale_limit = min(VTH_MAX * 64 / theta_g, STATE_MAX / max(drive[rows].max(), 1e-12),
-                          BIAS_MAX / max(np.abs(pop.bias[rows]).max(), 1e-12))
+        theta_top = float(theta[rows].max())
+        scale_limit = min(VTH_MAX * 64 / theta_top, STATE_MAX / max(drive[rows].max(), 1e-12),
+                          BIAS_MAX / max(np.abs(pop.bias[rows]).max(), 1e-12),
+                          CURRENT_BIAS_MAX / max(np.abs(pop.current_bias[rows]).max(), 1e-12))
         # largest exponent whose scale S = step * 2^(exp+6) / delta respects every width
         exp = int(np.clip(math.floor(math.log2(scale_limit * delta / (step * 64))), *exp_range))
         scale = step * 2.0 ** (exp + 6) / delta
-        vth_g = round(theta_g * scale / 64)
-        if vth_g > VTH_MAX:
-            raise UserError(f"layer {pop.name}: threshold {theta_g:g} is too large for its weights "
-                            f"(needs vth {vth_g} > {VTH_MAX}); rescale the layer")
-        vth[rows] = max(vth_g, 0) if pop.spiking else VTH_MAX
+        vth_rows = np.round(theta[rows] * scale / 64).astype(np.int64)
+        if vth_rows.max() > VTH_MAX:
+            raise UserError(f"layer {pop.name}: threshold {theta_top:g} is too large for its weights "
+                            f"(needs vth {vth_rows.max()} > {VTH_MAX}); rescale the layer")
+        if pop.spiking and len(np.unique(group_of.reshape(-1)[rows])) > 1 and np.any(vth_rows < 1):
+            raise UserError(f"layer {pop.name}: thresholds within a channel span more than Loihi's 17-bit vth "
+                            "resolves; give the channel's neurons closer thresholds")
+        vth[rows] = np.maximum(vth_rows, 0) if pop.spiking else VTH_MAX
         v_scale[rows] = scale
+        current_bias_mant[rows], current_bias_exp[rows] = _split_current_bias(pop.current_bias[rows] * scale / 64,
+                                                                              pop.name)
         for conn in incoming:
             w = _rows(conn, rows, pop.shape) * (1 / graph.input_levels if conn.source == INPUT else 1)
             if conn is main:
@@ -173,7 +189,8 @@ def _quantize_population(graph: Graph, pop: Population, incoming: list[Connectio
 
     bias_mant, bias_exp = _split_bias(pop.bias * v_scale, pop.name)
     layer = Layer(name=pop.name, shape=pop.shape, du=du, dv=dv, vth=vth, bias_mant=bias_mant,
-                  bias_exp=bias_exp, v_scale=v_scale, spiking=pop.spiking, model=pop.model)
+                  bias_exp=bias_exp, v_scale=v_scale, spiking=pop.spiking, model=pop.model, reset=pop.reset,
+                  current_bias_mant=current_bias_mant, current_bias_exp=current_bias_exp)
     blocks = [Synapses(source=c.source, target=c.target, weights=ints[id(c)], weight_exp=exps[id(c)],
                        weight_bits=options.bits, kind=c.kind, stride=c.stride, padding=c.padding,
                        message_bits=_message_bits(graph) if c.source == INPUT else 0)
@@ -262,14 +279,16 @@ def correct_bias(graph: Graph, options: QuantizeOptions, rates) -> Graph:
             else:
                 channel_rate = rate.reshape(error.shape[1], -1).mean(axis=1)
                 shift += np.repeat(np.einsum("ocuv,c->o", error, channel_rate), pop.size // error.shape[0])
-        populations.append(replace(pop, bias=pop.bias + shift))
+        into_current = pop.alpha > 0  # the rounding error enters the current, which a CubaLIF filters
+        populations.append(replace(pop, bias=pop.bias + np.where(into_current, 0.0, shift),
+                                   current_bias=pop.current_bias + np.where(into_current, shift, 0.0)))
     return Graph(graph.input_shape, populations, graph.connections, graph.output, graph.steps, graph.dt,
                  graph.input_levels, dict(graph.metadata))
 
 
 def _drive_bound(graph: Graph, pop: Population, incoming: list[Connection]) -> np.ndarray:
-    """Worst-case |current| per neuron in float units (all inputs at their maximum):
-    keeps the integer current u inside its 24 bits."""
+    """Worst-case |current| per neuron in float units (all inputs at their maximum, the current
+    bias included): keeps the integer current u inside its 24 bits."""
     drive = np.zeros(pop.size)
     for conn in incoming:
         w = np.abs(conn.weight)
@@ -278,15 +297,37 @@ def _drive_bound(graph: Graph, pop: Population, incoming: list[Connection]) -> n
         else:
             per_channel = w.reshape(w.shape[0], -1).sum(axis=1)
             drive += np.repeat(per_channel, pop.size // w.shape[0])
-    return drive / np.maximum(1 - pop.alpha, 1e-3) + np.abs(pop.bias)
+    return (drive + np.abs(pop.current_bias)) / np.maximum(1 - pop.alpha, 1e-3) + np.abs(pop.bias)
 
 
-def _require_whole_channels(pop: Population, rows: np.ndarray) -> None:
-    per_channel = pop.size // pop.shape[0]
-    channels = rows // per_channel
-    if np.any(np.bincount(channels, minlength=pop.shape[0])[np.unique(channels)] != per_channel):
-        raise UserError(f"layer {pop.name}: neuron parameters vary within a channel after a "
-                        "convolution; they must be constant per channel")
+def _scale_blocks(pop: Population, group_of: np.ndarray, convolved: bool) -> list[np.ndarray]:
+    """Neurons that must share one scale (weight step and exponent): each group alone, or, after a
+    convolution, every group together with the groups it shares a channel with."""
+    group_ids = np.unique(group_of)
+    if not convolved:
+        return [np.flatnonzero(group_of == g) for g in group_ids]
+    channel = np.arange(pop.size) // (pop.size // pop.shape[0])
+    n_groups = len(group_ids)
+    links = coo_matrix((np.ones(pop.size), (group_of, n_groups + channel)),
+                       shape=(n_groups + pop.shape[0],) * 2)
+    _, component = connected_components(links, directed=False)
+    block_of = component[group_of]
+    return [np.flatnonzero(block_of == b) for b in np.unique(block_of)]
+
+
+def _split_current_bias(values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A block's current bias in input units -> 8-bit mantissas and the smallest shared exponent
+    that holds the largest. Where signs mix, Lava keeps only even 8-bit weights (its mixed sign
+    mode drops the low bit), so the mantissas are even there."""
+    grid = 2 if np.any(values > 0) and np.any(values < 0) else 1
+    top = CURRENT_BIAS_MANT_MAX - grid + 1
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    exp = 0 if peak <= top else math.ceil(math.log2(peak / top))
+    if exp > CURRENT_BIAS_EXP_MAX:
+        raise UserError(f"layer {name}: current bias too large for an 8-bit synapse with exponent "
+                        f"{CURRENT_BIAS_EXP_MAX}; rescale the layer")
+    mant = grid * np.round(values / (grid * 2**exp)).astype(np.int64)
+    return mant, np.full(values.shape, exp if np.any(mant) else 0)
 
 
 def _store_rows(conn: Connection, target: np.ndarray, rows, shape, values) -> None:
