@@ -61,7 +61,7 @@ def per_step_latencies(board, program: Program, steps: int, lanes: int, repeats:
 
 
 def start_server(args: list[str]) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "serve", *args], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "snn_compile.cli", "serve", *args], stdout=subprocess.PIPE,
                                text=True)
     line = process.stdout.readline()
     if not line.startswith("serving"):

@@ -1,4 +1,5 @@
-"""Mapping time and quality on synthetic sparse networks of 10k, 100k and 1M neurons.
+"""Mapping time and quality on synthetic sparse networks of 10k, 100k and 1M neurons, and PilotNet's
+per-core distribution beside Intel's compiler's.
 
 Each network is a pruned convolutional stack on a square two-channel input
 (conv 3x3 to 8 channels, conv 3x3 to 8, strided conv 3x3 to 16, dense read-out
@@ -7,7 +8,10 @@ read-out neuron.
 Calibration activity is uneven on purpose: lognormal per neuron, a hot spot
 in the middle of the image and busier early layers. Prints, per network:
 the time to partition and to place, cores, chips, and traffic x hops of the
-traffic-aware placement against the naive in-order one.
+traffic-aware placement against the naive in-order one. Then PilotNet LIF's
+shape (random weights) mapped in order, each layer's cores, neurons and
+synapse words per core and fan-in axons beside the table Intel's compiler
+printed for it on Loihi 2, and the limit that ended our cores.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import time
 import numpy as np
 
 from targets.chips import load_chip
-from targets.results import LayerActivity
-from toolchain.passes.partition import partition
+from targets.loihi2 import pilotnet
+from toolchain.results import LayerActivity
+from toolchain.passes.partition import map_in_order, partition
 from toolchain.passes.place import place, place_in_order
 from toolchain.program import Layer, Program, Synapses
 
@@ -69,8 +74,9 @@ def synthetic_network(neurons: int, seed: int = 0) -> tuple[Program, dict[str, L
 def main():
     chip = load_chip("loihi2")
     print(f"chip: {chip.name}, {chip.limit('cores_per_chip')} cores per chip, "
-          f"{chip.limit('neurons_per_core')} neurons per core, "
-          f"{chip.limit('synapse_memory_bits_per_core')} synapse memory bits per core (Loihi 1 proxy)\n")
+          f"{chip.limit('neurons_per_core')} neurons per core, convolution tiles under "
+          f"{chip.limit('conv_tile_neurons_below')} neurons, "
+          f"{chip.limit('synapse_memory_bits_per_core')} synapse memory bits per core\n")
     header = (f"{'neurons':>9} {'cores':>6} {'chips':>5} {'partition s':>11} {'place s':>7} {'total s':>7} "
               f"{'traffic x hops':>14} {'in-order':>10} {'lower by':>8} {'mean hops':>9} {'in-order':>8} "
               f"{'max hops':>8}")
@@ -91,6 +97,20 @@ def main():
               f"{traffic.message_hops:>14.4g} {naive.message_hops:>10.4g} "
               f"{1 - traffic.message_hops / naive.message_hops:>8.1%} {traffic.mean_hops:>9.2f} "
               f"{naive.mean_hops:>8.2f} {traffic.max_hops:>8}")
+    pilotnet_table(chip)
+
+
+def pilotnet_table(chip) -> None:
+    """PilotNet's cores per layer, ours beside Intel's compiler's (markdown)."""
+    summary = map_in_order(pilotnet.pilotnet_program(), chip).summary(chip)
+    rows = pilotnet.core_rows(summary)
+    print(f"\nPilotNet LIF, in-order mapping: {summary['cores']} cores; {pilotnet.COMPILER_TABLE_SOURCE}\n")
+    print("| layer | Intel's label | cores | Intel | neurons/core | Intel | synapse words/core | Intel "
+          "| fan-in axons | Intel AxonIn | limited by |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row) + " |")
+    print(f"| total | | {summary['cores']} | {sum(r[3] for r in rows)} | | | | | | | |")
 
 
 if __name__ == "__main__":

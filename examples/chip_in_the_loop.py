@@ -12,7 +12,7 @@ split with Loihi 2's integer arithmetic:
 "recovered" is (tuned - PTQ) / (float - PTQ): the share of the PTQ loss won back; since
 fine-tuning also trains longer, the float model fine-tuned the same way is reported too.
 
-    .venv/bin/python examples/chip_in_the_loop.py --out runs/chip_in_the_loop --write docs/chip_in_the_loop.md
+    .venv/bin/python examples/chip_in_the_loop.py --out runs/chip_in_the_loop --write docs/results/chip_in_the_loop.md
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from targets.chips import load_chip
 from targets.hil.client import Board
 from targets.loihi2 import run
 from targets.loihi2.chip import Chip
-from toolchain.chip_in_loop import chip_in_the_loop
-from toolchain.driver import load_model
+from snn_compile.chip_in_loop import chip_in_the_loop
+from snn_compile.compile import load_model
 from toolchain.finetune import FinetuneOptions, finetune
 from toolchain.passes.quantize import QuantizeOptions, quantize
 
@@ -54,7 +54,7 @@ def main() -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     model_path = args.out / "fmnist-mlp.pt"
-    train_command = [sys.executable, "-m", "toolchain.cli", "train", "--dataset", "fmnist", "--arch", "mlp",
+    train_command = [sys.executable, "-m", "snn_compile.cli", "train", "--dataset", "fmnist", "--arch", "mlp",
                      "--epochs", str(args.train_epochs), "--batch-size", "128", "-o", str(model_path)]
     if not model_path.exists():
         subprocess.run(train_command, check=True)
@@ -130,7 +130,7 @@ stepping chip the fine-tuning ran on).
 
 - **PTQ**: the model compiled as `snn-compile MODEL --bits N` compiles it (MSE weight steps, per tensor).
 - **QAT**: quantization-aware fine-tuning against the float imitation of the chip (`toolchain.finetune`).
-- **chip in the loop**: every forward pass on the emulated chip (`toolchain.chip_in_loop`), the weights
+- **chip in the loop**: every forward pass on the emulated chip (`snn_compile.chip_in_loop`), the weights
   requantized and reloaded each batch, gradients through the float model (straight-through).
 - **recovered**: (tuned - PTQ) / (float - PTQ), the share of the PTQ accuracy loss won back.
   Above 100% means the fine-tuned chip beats the float model it started from: fine-tuning also

@@ -9,7 +9,7 @@ Trains the clothing-recognition seed's ANN once, then for each number of steps T
     (Loihi 2's LIF), converted with reset to zero; `snn-compile convert`'s default;
 each run on the float reference and compiled for Loihi 2 at 8 bits. Prints the
 tables and writes them, with the command that produced them and the issue's
-targets checked against the measured numbers, to docs/conversion_fmnist.md.
+targets checked against the measured numbers, to docs/results/conversion_fmnist.md.
 
     .venv/bin/python examples/convert_fmnist.py
 """
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=None, help="test images (default: all 10000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=Path("docs/conversion_fmnist.md"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/conversion_fmnist.md"))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,7 +4,7 @@ Trains one snnTorch regressor per encoder x decoder on a task that ships with
 the installed packages, compiles each for Loihi 2 at 8 bits, and reports the
 test MSE on both targets (same encoded inputs, same fitted decoder), spikes
 per inference and latency in steps, in the shape of the regression seed's
-Table 2. Writes docs/regression_<task>.md.
+Table 2. Writes docs/results/regression_<task>.md.
 
     .venv/bin/python examples/regression.py [--task projectile] [--epochs 30]
 """
@@ -21,12 +21,9 @@ import numpy as np
 
 from frontends.checkpoint import save_checkpoint
 from frontends.regression import RegressionOptions, decoder_inputs, load_task, train_regressor
-from targets import reference
-from targets.chips import load_chip
-from targets.loihi2 import run
-from toolchain.driver import build_pipeline, compile_graph, load_model
-from toolchain.evaluate import cost_report
-from toolchain.passes.quantize import QuantizeOptions
+from snn_compile.compile import compile_model, load_model
+from snn_compile.evaluate import cost_report
+from targets.registry import get_target
 
 COMBINATIONS = [("direct", "rate"), ("direct", "membrane"), ("bernoulli", "rate"), ("bernoulli", "membrane"),
                 ("ttfs", "first-spike"), ("ttfs", "membrane"), ("population", "population-vote"),
@@ -39,23 +36,24 @@ def evaluate(task, options: RegressionOptions) -> dict:
     model, encoder, decoder = train_regressor(task, options)
     coding = {"encoder": dataclasses.asdict(encoder), "decoder": {"kind": decoder.kind,
                                                                   "coefficients": decoder.coefficients.tolist()}}
-    chip = load_chip("loihi2")
     with tempfile.TemporaryDirectory() as tmp:
         path = save_checkpoint(model, Path(tmp) / "regressor.pt", dataset=None, levels=encoder.output_levels(),
                                coding=coding)
         graph = load_model(path).graph
-    program = compile_graph(graph, build_pipeline(chip, QuantizeOptions(8)))
+    compiled = compile_model(graph, get_target("loihi2"))
+    program = compiled.program
     assert json.loads(program.metadata["source"]["coding"]) == coding  # the program carries its coding
     x = encoder.encode(task.x_test)
     row = {"encoder": options.encoder, "decoder": options.decoder}
-    for name, result in (("float", reference.run(graph, x, record=True)), ("loihi2", run(program, x, record=True))):
+    for name, result in (("float", get_target("reference").run(graph, x, record=True)),
+                         ("loihi2", compiled.target.run(program, x, record=True))):
         trains = result.trains.get(graph.output)
         predicted = decoder.decode(**decoder_inputs(decoder.kind, result.output, trains))
         row[f"mse_{name}"] = float(np.mean((predicted - task.y_test) ** 2))
         row[f"spikes_{name}"] = float(sum(a.spike_counts.sum() for k, a in result.activity.items() if k != "input")
                                       / result.samples)
         if name == "loihi2":
-            costs = cost_report(program, result, chip, 8, graph.dt)
+            costs = cost_report(compiled, result, 8)
     row["latency_steps"] = options.steps + program.latency
     row["ratio"] = row["mse_loihi2"] / row["mse_float"]
     row["energy_45nm_nj"] = costs["digital45nm"]["energy_pj"] / 1e3
@@ -86,8 +84,8 @@ def main():
               f"{r['ann_45nm_nj']:.3g} | {r['energy_45nm_nj'] / r['ann_45nm_nj']:.3g} | {r['loihi_nj']:.3g} |"
               for r in rows]
     Path("docs").mkdir(exist_ok=True)
-    Path(f"docs/regression_{args.task}.md").write_text("\n".join(lines) + "\n")
-    Path(f"docs/regression_{args.task}.json").write_text(json.dumps(rows, indent=2))
+    Path(f"docs/results/regression_{args.task}.md").write_text("\n".join(lines) + "\n")
+    Path(f"docs/results/regression_{args.task}.json").write_text(json.dumps(rows, indent=2))
     print("\n".join(lines))
 
 

@@ -4,12 +4,12 @@ Trains the convolutional LIF SNN with the seed's neuron settings (tau = 2,
 i.e. beta = 0.5; T = 20 steps), then sweeps k-bit quantization (16, 8, 4,
 plus 2) and structured pruning (0.1, 0.2, 0.3) with the seed's plain method
 (baseline), our calibrated method (best) and quantization-aware fine-tuning
-(finetuned). Writes docs/seed000_fmnist.md with the seed's published numbers
+(finetuned). Writes docs/results/seed000_fmnist.md with the seed's published numbers
 beside ours, and the sweep files next to the model.
 
     .venv/bin/python examples/reproduce_seed_fmnist.py [--epochs 10] [--out runs/seed000]
 
-``--widths 64,128`` trains the wider network of docs/seed000_width.md (with
+``--widths 64,128`` trains the wider network of docs/results/seed000_width.md (with
 ``--doc`` naming where its table goes).
 """
 
@@ -39,11 +39,11 @@ def main() -> int:
     parser.add_argument("--prune-search", choices=("greedy", "none"), default="greedy",
                         help="the sweep's greedy unit search (its cost grows with the width)")
     parser.add_argument("--out", type=Path, default=Path("runs/seed000"))
-    parser.add_argument("--doc", type=Path, default=Path("docs/seed000_fmnist.md"), help="where the table goes")
+    parser.add_argument("--doc", type=Path, default=Path("docs/results/seed000_fmnist.md"), help="where the table goes")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     model = args.out / "csnn.pt"
-    cli = [sys.executable, "-m", "toolchain.cli"]
+    cli = [sys.executable, "-m", "snn_compile.cli"]
     if not model.exists():
         widths = ["--widths", args.widths] if args.widths else []
         subprocess.run(cli + ["train", "--dataset", "fmnist", "--arch", "csnn", "--steps", "20", "--epochs",
@@ -70,7 +70,7 @@ def render(rows: list[dict], args) -> str:
                f"--calibration {args.calibration}"
                + (f" --widths {args.widths}" if args.widths else "")
                + (f" --prune-search {args.prune_search}" if args.prune_search != "greedy" else "")
-               + (f" --out {args.out} --doc {args.doc}" if args.doc != Path("docs/seed000_fmnist.md") else ""))
+               + (f" --out {args.out} --doc {args.doc}" if args.doc != Path("docs/results/seed000_fmnist.md") else ""))
     lines = [f"# Seed 000 on Fashion-MNIST, {network}: the seed's numbers beside ours", "",
              f"Produced by `.venv/bin/python examples/reproduce_seed_fmnist.py {options}`; "
              "accuracy on the 10,000 test images.", "",

@@ -29,7 +29,7 @@ Methods (``convert(method=...)``):
   an initial-state field the chip lacks.
 
 Which method is exact on which target, and what the toolchain does about
-Loihi's reset to zero: docs/conversion.md.
+Loihi's reset to zero: docs/guides/conversion.md.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from torch import nn
 
 from frontends.nir_export import DT, fold_batchnorm
 from toolchain.errors import UserError
+from toolchain.ir import pair
 from toolchain.files import write_bytes_atomically
 
 METHODS = ("max", "percentile", "qffs")
@@ -109,8 +110,8 @@ class SumPool2d(nn.Module):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride if stride is not None else kernel_size)
+        self.kernel_size = pair(kernel_size)
+        self.stride = pair(stride if stride is not None else kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, self.kernel_size, self.stride) * (self.kernel_size[0] * self.kernel_size[1])
@@ -437,13 +438,10 @@ def _segment_nodes(segment: _Segment, scale_in: float, scale_out: float, shift: 
                 raise UserError(f"layer {name} (Flatten): only flattening everything but the batch is supported")
             nodes.append(nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1))
         else:
-            kernel = _pair(layer.kernel_size)
-            stride = _pair(layer.stride if layer.stride is not None else layer.kernel_size)
+            kernel = pair(layer.kernel_size)
+            stride = pair(layer.stride if layer.stride is not None else layer.kernel_size)
             node_type = nir.SumPool2d if isinstance(layer, SumPool2d) else nir.AvgPool2d
             nodes.append(node_type(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array((0, 0))))
     return nodes
 
-
-def _pair(value) -> tuple[int, int]:
-    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value), int(value))
 

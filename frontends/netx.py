@@ -53,8 +53,9 @@ import numpy as np
 from toolchain.errors import UserError
 from toolchain.files import atomic_path, check_readable
 from toolchain.ir import INPUT, Connection, Graph, Population, conv_output_shape
-from toolchain.isolation import call_isolated
+from toolchain.isolation import DEFAULT_TIMEOUT_SECONDS, call_isolated
 from toolchain.program import Layer, Program, Synapses
+from toolchain.sign_mode import held_weights
 
 NETX_BIAS_EXP = 6
 """netx sets every LIF's bias exponent to 6: its bias is ``bias_mant << 6``."""
@@ -82,11 +83,12 @@ class NetxInput:
 
 # -- reading -------------------------------------------------------------------------------------
 
-def read_netx(path: str | Path, steps: int | None = None) -> Program:
-    """The program netx builds from ``path``; ``steps`` per sample when the file does not say."""
+def read_netx(path: str | Path, steps: int | None = None, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Program:
+    """The program netx builds from ``path``; ``steps`` per sample when the file does not say.
+    Read in an isolated child given ``timeout`` seconds (libhdf5 parses the file)."""
     path = Path(path)
     check_readable(path)
-    return call_isolated(_read_program, str(path), steps, what=path.name)
+    return call_isolated(_read_program, str(path), steps, what=path.name, timeout=timeout)
 
 
 def load_netx(path: str | Path, steps: int | None = None) -> tuple[Program, Graph, nir.NIRGraph]:
@@ -187,6 +189,16 @@ def _read_program(path: str, steps: int | None) -> Program:
         raise UserError(f"{name}: {exc}") from None
 
 
+def _type(group: h5py.Group, where: str, what: str, known: tuple[str, ...], supported: str) -> str:
+    """The ``type`` field of a layer or neuron ``group``: one of ``known``, else one line naming ``where``."""
+    if "type" not in group:
+        raise UserError(f"{where}: the {what} has no 'type' field")
+    kind = _text(group["type"][()])
+    if kind not in known:
+        raise UserError(f"{where}: {what} type {kind!r} is not supported; {supported}")
+    return kind
+
+
 def _program_from_file(f: h5py.File, steps: int | None) -> Program:
     if "layer" not in f or not isinstance(f["layer"], h5py.Group) or not len(f["layer"]):
         raise UserError("not a netx network: the file has no 'layer' group")
@@ -198,12 +210,7 @@ def _program_from_file(f: h5py.File, steps: int | None) -> Program:
     builder = _Builder(saved)
     for index in range(count):
         group = groups[str(index)]
-        if "type" not in group:
-            raise UserError(f"layer {index}: the file has no 'type' field")
-        kind = _text(group["type"][()])
-        if kind not in LAYER_TYPES:
-            raise UserError(f"layer {index}: unknown layer type {kind!r}; netx layers are "
-                            f"{', '.join(LAYER_TYPES)}")
+        kind = _type(group, f"layer {index}", "layer", LAYER_TYPES, f"netx layers are {', '.join(LAYER_TYPES)}")
         builder.add(_File(group, index, kind))
     steps = steps or saved.get("steps") or _file_steps(f)
     if not steps:
@@ -461,12 +468,7 @@ def _neuron(layer: _File) -> tuple[int, int, int]:
     """(du, dv, vth) of a CUBA/LOIHI neuron group, as netx maps them onto Lava's LIF."""
     group = layer.group["neuron"]
     neuron = _File(group, layer.index, layer.kind)
-    if "type" not in group:
-        raise UserError(f"{layer.where()}: the neuron has no 'type' field")
-    kind = _text(group["type"][()])
-    if kind not in NEURON_TYPES:
-        raise UserError(f"{layer.where()}: neuron type {kind!r} is not supported; the emulator runs "
-                        f"{' and '.join(NEURON_TYPES)} (Loihi LIF)")
+    _type(group, layer.where(), "neuron", NEURON_TYPES, f"the emulator runs {' and '.join(NEURON_TYPES)} (Loihi LIF)")
     i_decay, v_decay, vth = neuron.scalar("iDecay"), neuron.scalar("vDecay"), neuron.scalar("vThMant")
     if neuron.scalar("refDelay", 1) > 1:
         raise UserError(f"{layer.where()}: 'refDelay' {neuron.scalar('refDelay')} is a refractory period, which "
@@ -671,17 +673,9 @@ def _effective(syn: Synapses) -> np.ndarray:
 
 
 def _held_weights(syn: Synapses) -> np.ndarray:
-    """What one Lava Dense holds of ``syn``'s weights: its sign mode over the whole matrix, the 8-bit
-    clip and the truncation to ``weight_bits`` (a netx layer is one process, see ``_netx_neuron``)."""
-    weights = syn.weights.astype(np.int64)
-    if weights.min() >= 0:
-        sign, mixed = 1, 0
-    elif weights.max() <= 0:
-        sign, mixed = -1, 0
-    else:
-        sign, mixed = 1, 1
-    drop = 8 - syn.weight_bits + mixed
-    return sign * ((np.clip(sign * weights, -256 * mixed, 255) >> drop) << drop)
+    """What one Lava Dense holds of ``syn``'s weights, its sign mode taken over the whole matrix
+    (a netx layer is one process, see ``_netx_neuron``)."""
+    return held_weights(syn.weights, syn.weight_bits)
 
 
 # -- moving a program onto netx's grid ------------------------------------------------------------

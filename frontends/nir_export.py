@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from frontends.models import SpikingNetwork
+from toolchain.ir import pair
 
 DT = 1e-4
 
@@ -75,9 +76,9 @@ def _synapse_nodes(prefix: str, synapse: nn.Sequential, shape):
             w = (shape[2] + 2 * layer.padding[1] - layer.kernel_size[1]) // layer.stride[1] + 1
             shape = (layer.out_channels, h, w)
         elif isinstance(layer, nn.AvgPool2d):
-            k = _pair(layer.kernel_size)
-            s = _pair(layer.stride or layer.kernel_size)
-            node = nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(_pair(layer.padding)))
+            k = pair(layer.kernel_size)
+            s = pair(layer.stride or layer.kernel_size)
+            node = nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(pair(layer.padding)))
             shape = (shape[0], shape[1] // s[0], shape[2] // s[1])
         else:
             raise ValueError(f"layer {type(layer).__name__} has no NIR export")
@@ -105,6 +106,3 @@ def _lif_node(block, shape, dt: float) -> nir.NIRNode:
     return nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / dt),
                    v_leak=np.zeros(shape, dtype=np.float32), v_threshold=threshold)
 
-
-def _pair(value) -> tuple[int, int]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (int(value), int(value))

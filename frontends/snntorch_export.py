@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from toolchain.errors import UserError
+from toolchain.ir import pair
 from toolchain.files import atomic_path
 
 DT = 1e-4  # snnTorch's NIR convention
@@ -97,7 +98,7 @@ class _Builder:
                             "the Linear or Conv2d right before it, and there is none")
         elif isinstance(layer, nn.AvgPool2d):
             if layer.ceil_mode or layer.divisor_override is not None or \
-                    (any(_pair(layer.padding)) and layer.count_include_pad is False):
+                    (any(pair(layer.padding)) and layer.count_include_pad is False):
                 raise UserError(f"layer {index} (AvgPool2d) uses ceil_mode, divisor_override or count_include_pad="
                                 "False, which NIR's AvgPool2d cannot state")
             self._pool(name, nir.AvgPool2d, layer)
@@ -160,11 +161,11 @@ class _Builder:
         self.shape, self.spiking_input = shape, False
 
     def _pool(self, name, kind, layer):
-        size = _pair(layer.kernel_size)
-        stride = _pair(layer.stride if layer.stride is not None else layer.kernel_size)
+        size = pair(layer.kernel_size)
+        stride = pair(layer.stride if layer.stride is not None else layer.kernel_size)
         shape = tuple(self._probe(layer))
         self._append(name, kind(kernel_size=np.array(size), stride=np.array(stride),
-                                padding=np.array(_pair(layer.padding))))
+                                padding=np.array(pair(layer.padding))))
         self.shape = shape
 
     def _max_pool(self, index, layer):
@@ -172,7 +173,7 @@ class _Builder:
             raise UserError(f"layer {index} (MaxPool2d) pools what is not binary spikes; only max-pooling after a "
                             "neuron layer is exportable (as a sum pool and a threshold): move it after one, or use "
                             "AvgPool2d")
-        if layer.ceil_mode or any(d != 1 for d in _pair(layer.dilation)) or any(_pair(layer.padding)):
+        if layer.ceil_mode or any(d != 1 for d in pair(layer.dilation)) or any(pair(layer.padding)):
             raise UserError(f"layer {index} (MaxPool2d) uses padding, dilation or ceil_mode; export takes plain "
                             "max-pooling")
         self._pool(str(index), nir.SumPool2d, layer)
@@ -275,6 +276,3 @@ def _per_neuron(value, shape, index, what) -> np.ndarray:
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy().astype(np.float32)
 
-
-def _pair(value) -> tuple[int, int]:
-    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value), int(value))

@@ -10,6 +10,7 @@ from frontends.nir_export import to_nir
 from frontends.training import TrainOptions, train
 from targets.chips import load_chip
 from toolchain.nir_import import graph_from_nir
+from toolchain.passes.quantize import QuantizeOptions, quantize
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +47,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def mlp_program(mlp, loihi2):
+    """The digits MLP compiled for Loihi 2 at 8 bits (quantized, not mapped)."""
+    return quantize(mlp[1], loihi2, QuantizeOptions(bits=8))

@@ -1,1 +1,1 @@
-"""The compiler: internal graph, passes, compiled program, reports, CLI."""
+"""The compiler: NIR in, a versioned Loihi program out (IR, NIR import, passes, program and result formats, mapping, design rules). Imports nothing outside itself."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from targets import reference
+import torch
+
+from toolchain.interpret import interpret
 from toolchain.ir import INPUT, Graph
 from toolchain.passes.prune import Calibration, GramAccumulator, prunable
 
@@ -24,10 +26,11 @@ def calibrate(graph: Graph, images: np.ndarray, gram: bool = False, batch_size: 
     accumulators = {(c.source, c.target): GramAccumulator(graph, c) for c in graph.connections if c.source in sources}
     counts = []
     for start in range(0, len(images), batch_size):
-        result = reference.run(graph, images[start:start + batch_size], record=gram)
-        counts.append({k: v.spike_counts for k, v in result.activity.items()})
+        with torch.no_grad():
+            trains = interpret(graph, torch.as_tensor(images[start:start + batch_size])).spikes
+        counts.append({k: train.sum((0, 1)).numpy().astype(np.int64) for k, train in trains.items()})
         for (source, _), accumulator in accumulators.items():
-            accumulator.add(result.trains[source])
+            accumulator.add(trains[source].numpy())
     rates = {k: sum(part[k] for part in counts) / (len(images) * graph.steps) for k in counts[0]}
     rates[INPUT] = images.reshape(len(images), -1, int(np.prod(graph.input_shape))).mean(axis=(0, 1))
     return Calibration(rates, {k: a.gram for k, a in accumulators.items()} if gram else None)

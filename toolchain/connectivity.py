@@ -10,6 +10,9 @@ layer or the host input; target: a layer), all from the nonzero weights:
   axons, and the spike messages it sends),
 - synaptic operations per target neuron for a run's spike counts.
 
+The target layer of a convolution may be tiled by whole columns (see
+``toolchain.mapping``); ``destinations`` then counts cores by column.
+
 Dense connections are counted exactly from the nonzero pattern. A
 convolution's neuron needs only the inputs in its receptive field; we bound
 that field by the box spanned by the kernel's nonzero taps, so conv fan-in
@@ -59,6 +62,10 @@ class Wiring:
         inside_y = self._inside(taps.shape[1], h_out, h_in, 0)
         inside_x = self._inside(taps.shape[2], w_out, w_in, 1)
         return np.einsum("okl,ky,lx->oyx", taps, inside_y, inside_x).reshape(-1).astype(np.int64)
+
+    def kernel_nonzero_per_channel(self) -> np.ndarray:
+        """Nonzero kernel weights of each output channel of a convolution (stored once with shared weights)."""
+        return self.kernel_nonzero.sum(axis=(1, 2, 3)).astype(np.int64)
 
     def synaptic_ops_per_target(self, source_counts: np.ndarray) -> np.ndarray:
         """Synaptic operations each target neuron receives: source events times nonzero synapses."""
@@ -113,14 +120,21 @@ class Wiring:
 
     # -- per source neuron ---------------------------------------------------
 
-    def destinations(self, core_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def destinations(self, core_starts: np.ndarray, by_columns: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The target-layer cores each source neuron reaches, as intervals.
 
         ``core_starts``: first target neuron of each core of the target layer
-        (ascending, starting at 0). Returns (source, first_core, last_core)
-        arrays, sorted by source, non-overlapping per source.
+        (ascending, starting at 0), in its order (``by_columns``: tiled by
+        whole columns, a convolution's target only). Returns (source,
+        first_core, last_core) arrays, sorted by source, non-overlapping per
+        source.
         """
         core_starts = np.asarray(core_starts)
+        if by_columns:
+            if self.synapses.kind != "conv":
+                raise ValueError("only a convolution's target can be tiled by columns")
+            return self._column_destinations(core_starts)
         core_of = np.repeat(np.arange(core_starts.size), np.diff(np.append(core_starts, self.target_size)))
         if self.synapses.kind == "dense":
             by_source = self.by_target.T.tocsr()
@@ -132,8 +146,10 @@ class Wiring:
             return source[new], core[new], core[new]
         return self._conv_destinations(core_of)
 
-    def _conv_destinations(self, core_of: np.ndarray):
-        (_, h_out, w_out), (c_in, h_in, w_in) = self.target_shape, self.source_shape
+    def _conv_reach(self):
+        """Per input position (y, x): the output rows [y_lo, y_hi] and columns [x_lo, x_hi] whose
+        receptive field's nonzero taps cover it."""
+        (_, h_out, w_out), (_, h_in, w_in) = self.target_shape, self.source_shape
         (sy, sx), (py, px) = self.synapses.stride, self.synapses.padding
         # outputs reading input row y through taps ky in tap_rows: y = yo*s - p + ky
         y, x = np.arange(h_in), np.arange(w_in)
@@ -141,6 +157,26 @@ class Wiring:
         y_hi = np.minimum((y + py - self.tap_rows[0]) // sy, h_out - 1)
         x_lo = np.maximum(-((-(x + px - self.tap_cols[1])) // sx), 0)
         x_hi = np.minimum((x + px - self.tap_cols[0]) // sx, w_out - 1)
+        return y_lo, y_hi, x_lo, x_hi
+
+    def _column_destinations(self, core_starts: np.ndarray):
+        """``destinations`` for a target tiled by whole columns: ``core_starts`` are positions in its
+        column-by-column order, and a source reaches the cores of the columns it feeds."""
+        (c_out, h_out, w_out), (_, h_in, w_in) = self.target_shape, self.source_shape
+        core_of_column = np.searchsorted(core_starts, np.arange(w_out) * c_out * h_out, side="right") - 1
+        y_lo, y_hi, x_lo, x_hi = self._conv_reach()
+        reached = ((y_lo <= y_hi)[:, None] & (x_lo <= x_hi)[None, :]).reshape(-1)
+        positions = np.flatnonzero(reached)
+        first = np.broadcast_to(core_of_column[np.minimum(x_lo, w_out - 1)][None, :], (h_in, w_in)).reshape(-1)
+        last = np.broadcast_to(core_of_column[np.maximum(x_hi, 0)][None, :], (h_in, w_in)).reshape(-1)
+        channels = np.flatnonzero(self.channel_links.any(axis=0))
+        source = (channels[:, None] * (h_in * w_in) + positions[None, :]).reshape(-1)
+        return (source, np.tile(first[positions], channels.size).astype(np.int64),
+                np.tile(last[positions], channels.size).astype(np.int64))
+
+    def _conv_destinations(self, core_of: np.ndarray):
+        (_, h_out, w_out), (c_in, h_in, w_in) = self.target_shape, self.source_shape
+        y_lo, y_hi, x_lo, x_hi = self._conv_reach()
         reached = ((y_lo <= y_hi)[:, None] & (x_lo <= x_hi)[None, :]).reshape(-1)
         first_in_plane = (y_lo[:, None] * w_out + x_lo[None, :]).reshape(-1)[reached]
         last_in_plane = (y_hi[:, None] * w_out + x_hi[None, :]).reshape(-1)[reached]

@@ -15,13 +15,14 @@ so quantizing it with ``weight_scale="max"`` reproduces the grid exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from toolchain.synaptic import accumulate
-from toolchain.ir import INPUT, Graph
+from toolchain.interpret import interpret
+from toolchain.ir import Graph
 from toolchain.passes.quantize import choose_weight_step
 
 
@@ -50,6 +51,10 @@ class _Spike(torch.autograd.Function):
         return grad / (1 + (np.pi * x) ** 2)
 
 
+def _surrogate_spike(v: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    return _Spike.apply(v - threshold)
+
+
 def _grid_steps(weight: np.ndarray, qmax: int, per_channel: bool) -> torch.Tensor:
     rows = weight.reshape(weight.shape[0], -1)
     if per_channel:
@@ -65,7 +70,10 @@ def _fake_quantize(w: torch.Tensor, step: torch.Tensor, qmax: int) -> torch.Tens
     return (rows + (snapped - rows).detach()).reshape(w.shape)
 
 
-class _TrainableGraph(torch.nn.Module):
+class TrainableGraph(torch.nn.Module):
+    """A graph with trainable weights (fake-quantized to ``options.bits``) and biases, run by
+    ``toolchain.interpret`` with a surrogate spike."""
+
     def __init__(self, graph: Graph, options: FinetuneOptions):
         super().__init__()
         self.graph, self.options = graph, options
@@ -91,47 +99,12 @@ class _TrainableGraph(torch.nn.Module):
         With ``chip_spikes`` (per layer, (samples, steps, neurons) as a chip fired
         them) and ``chip_readout`` (the chip's answer), every spike and the output
         take the chip's value and keep the float model's gradient (straight-through);
-        ``toolchain.chip_in_loop`` trains this way."""
-        chip_spikes = chip_spikes or {}
-        g, steps, b = self.graph, self.graph.steps, len(x_int)
-        x = (x_int.float() / g.input_levels).reshape(b, -1)
-        acts = {INPUT: x.unsqueeze(1).expand(b, steps, x.shape[1]).reshape(b * steps, -1)}
-        out = None
-        for p_index, pop in enumerate(g.populations):
-            f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-            alpha, beta, theta = f32(pop.alpha), f32(pop.beta), f32(pop.threshold)
-            drive, recurrent = 0, []
-            for c_index, conn in enumerate(g.connections):
-                if conn.target != pop.name:
-                    continue
-                w = self.snapped(c_index)
-                if conn.recurrent:
-                    recurrent.append((conn, w))
-                else:
-                    drive = drive + accumulate(conn.kind, w, acts[conn.source], g.shape_of(conn.source),
-                                               conn.stride, conn.padding)
-            drive = drive.reshape(b, steps, pop.size)
-            chip = chip_spikes.get(pop.name)
-            i = v = torch.zeros(b, pop.size)
-            spikes = []
-            for t in range(steps):
-                current = drive[:, t]
-                for conn, w in recurrent:
-                    if spikes:
-                        current = current + accumulate(conn.kind, w, spikes[-1], pop.shape, conn.stride,
-                                                       conn.padding)
-                i = alpha * i + current + self.current_biases[p_index]
-                v = beta * v + i + self.biases[p_index]
-                if pop.spiking:
-                    s = _Spike.apply(v - theta)
-                    if chip is not None:
-                        s = s + (chip[:, t] - s).detach()
-                    v = v - s.detach() * (v if pop.reset == "zero" else theta)
-                    spikes.append(s)
-            if pop.spiking:
-                acts[pop.name] = torch.stack(spikes, dim=1).reshape(b * steps, pop.size)
-            if pop.name == g.output:
-                out = acts[pop.name].reshape(b, steps, -1).sum(1) if pop.spiking else v
+        chip-in-the-loop training does this."""
+        weights = [self.snapped(i) for i in range(len(self.graph.connections))]
+        trace = interpret(self.graph, x_int, weights=weights, biases=list(self.biases),
+                          current_biases=list(self.current_biases), spike=_surrogate_spike,
+                          replace_spikes=chip_spikes)
+        out = trace.output
         return out if chip_readout is None else out + (chip_readout - out).detach()
 
     def to_graph(self) -> Graph:
@@ -140,29 +113,35 @@ class _TrainableGraph(torch.nn.Module):
         populations = [replace(p, bias=bias.detach().double().numpy(),
                                current_bias=current_bias.detach().double().numpy())
                        for p, bias, current_bias in zip(self.graph.populations, self.biases, self.current_biases)]
-        g = self.graph
-        return Graph(g.input_shape, populations, connections, g.output, g.steps, g.dt, g.input_levels,
-                     dict(g.metadata))
+        return self.graph.replace(populations=populations, connections=connections)
 
 
 def finetune(graph: Graph, images: np.ndarray, labels: np.ndarray, options: FinetuneOptions) -> Graph:
     """Fine-tune ``graph`` with its weights fake-quantized to ``options.bits``."""
     torch.manual_seed(options.seed)
-    model = _TrainableGraph(graph, options)
+    model = TrainableGraph(graph, options)
+    train(model, images, labels, options, f"fine-tuning {options.bits}-bit")
+    return model.to_graph()
+
+
+def train(model: TrainableGraph, images: np.ndarray, labels: np.ndarray, options: FinetuneOptions, description: str,
+          forward: Callable[[TrainableGraph, torch.Tensor], torch.Tensor] | None = None) -> None:
+    """The fine-tuners' loop: Adam on cross-entropy over shuffled batches, seeded. ``forward(model, x)``
+    gives the logits of a batch (default: the model's own float forward pass)."""
+    forward = forward or (lambda trainable, batch: trainable(batch))
     optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     x, y = torch.as_tensor(images), torch.as_tensor(labels)
     generator = torch.Generator().manual_seed(options.seed)
     batches = (len(x) + options.batch_size - 1) // options.batch_size
-    bar = tqdm(total=options.epochs * batches, desc=f"fine-tuning {options.bits}-bit", unit="batch",
+    bar = tqdm(total=options.epochs * batches, desc=description, unit="batch",
                disable=None if options.progress else True, leave=False)
     for _ in range(options.epochs):
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), options.batch_size):
             idx = order[start:start + options.batch_size]
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss = torch.nn.functional.cross_entropy(forward(model, x[idx]), y[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             bar.update()
     bar.close()
-    return model.to_graph()

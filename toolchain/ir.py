@@ -9,6 +9,7 @@ this form (forward Euler, step ``dt``) and fuses chains of linear nodes
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -106,6 +107,13 @@ class Connection:
         return f"{self.source}->{self.target}"
 
 
+def pair(value) -> tuple[int, int]:
+    """A kernel size, stride or padding as (height, width): an int, or a sequence of one or two
+    (torch and NIR write both)."""
+    arr = np.atleast_1d(np.asarray(value)).astype(int)
+    return int(arr[0]), int(arr[-1])
+
+
 def conv_output_shape(in_shape, weight_shape, stride, padding) -> tuple[int, int, int]:
     """(C_out, H_out, W_out) of a cross-correlation, as torch computes it."""
     _, h, w = in_shape
@@ -133,6 +141,11 @@ class Graph:
     dt: float
     input_levels: int = 255
     metadata: dict = field(default_factory=dict)
+
+    def replace(self, **changes) -> "Graph":
+        """A copy with ``changes`` (populations, connections, ...), validated again; the metadata is
+        copied so the two graphs do not share it."""
+        return dataclasses.replace(self, **{"metadata": dict(self.metadata), **changes})
 
     def __post_init__(self):
         self.input_shape = tuple(int(d) for d in self.input_shape)

@@ -37,13 +37,24 @@ def call_isolated(reader: Callable[..., Any], *args, what: str, memory_bytes: in
     becomes ``UserError("{what}: ...")`` with the exception's first line; a
     child that crashes, exceeds ``memory_bytes`` of new address space or
     ``timeout`` seconds is killed and reported the same way. Setting
-    ``cancel`` (a server shutting down) kills the child at once.
+    ``cancel`` (a server shutting down) kills the child at once; an
+    interrupt while waiting (Ctrl-C) kills and reaps it before it goes on.
     """
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    # Ctrl-C waits until each side is inside its try: the parent must not lose the child's pid, nor the
+    # child run the parent's code
+    interrupts = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, interrupts)
+        os.close(read_end)
+        os.close(write_end)
+        raise
     if pid == 0:  # the child: read, send the pickled outcome, leave without running the parent's cleanup
         status = 0
         try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, interrupts)
             _close_inherited_channels(keep=write_end)
             _limit_memory(memory_bytes)
             try:
@@ -61,18 +72,22 @@ def call_isolated(reader: Callable[..., Any], *args, what: str, memory_bytes: in
             status = 1
         finally:
             os._exit(status)
-    os.close(write_end)
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, interrupts)
+        os.close(write_end)
         payload, timed_out = _read_all(read_end, timeout, cancel)
+        if timed_out:
+            os.kill(pid, signal.SIGKILL)  # not yet reaped, so the pid is still the child's
+        _, wait_status = os.waitpid(pid, 0)
+    except BaseException:  # interrupted while waiting (Ctrl-C): no reader outlives the call, not even a zombie
+        _kill(pid)
+        raise
     finally:
         os.close(read_end)
     if cancel is not None and cancel.is_set():
-        _kill(pid)
         raise UserError(f"{what}: reading it was cancelled")
     if timed_out:
-        _kill(pid)
         raise UserError(f"{what}: reading it took longer than {timeout:g} s; the file is malformed or too large")
-    _, wait_status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(wait_status):
         name = signal.Signals(os.WTERMSIG(wait_status)).name
         raise UserError(f"{what}: malformed file (its reader crashed with {name})")
@@ -132,11 +147,12 @@ def _read_all(fd: int, timeout: float, cancel: threading.Event | None) -> tuple[
 
 
 def _kill(pid: int) -> None:
+    """Kill and reap ``pid`` (already reaped: nothing to do)."""
     try:
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
         pass
-    os.waitpid(pid, 0)
 
 
 def _first_line(exc: BaseException) -> str:

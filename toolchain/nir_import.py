@@ -19,7 +19,7 @@ convention ``v <- v + R I`` of the frameworks that write it (NIR's
 ``dv/dt = R I`` read literally, ``v <- v + dt R I``, is the "nir" convention).
 
 NIR states neither dt nor the reset rule; frameworks differ in both
-(``CONVENTIONS``, docs/nir_semantics.md). They come from, in order: the
+(``CONVENTIONS``, docs/guides/nir_semantics.md). They come from, in order: the
 graph's metadata (our exporters write them), the caller's options, the
 convention of the framework the caller names or the metadata identifies,
 and our own defaults. ``Graph.metadata["conventions"]`` records each value
@@ -32,7 +32,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import nir
 import numpy as np
@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from toolchain.errors import UserError
-from toolchain.ir import INPUT, Connection, Graph, Population, conv_output_shape
-from toolchain.isolation import call_isolated
+from toolchain.ir import INPUT, Connection, Graph, Population, conv_output_shape, pair
+from toolchain.isolation import DEFAULT_TIMEOUT_SECONDS, call_isolated
 
 NEURON_NODES = (nir.IF, nir.LIF, nir.CubaLIF, nir.LI)
 LINEAR_NODES = (nir.Affine, nir.Linear, nir.Scale, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten)
@@ -134,15 +134,16 @@ def framework_name(name: str) -> str:
     return key
 
 
-def read_nir_file(path: str | Path) -> nir.NIRGraph:
-    """Read a NIR file in an isolated child process (a malformed HDF5 file cannot crash us).
+def read_nir_file(path: str | Path, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> nir.NIRGraph:
+    """Read a NIR file in an isolated child process (a malformed HDF5 file cannot crash us), given
+    ``timeout`` seconds (libhdf5 loops forever on some damaged files).
 
     NIR's type check rejects valid files (every Rockpool export, scalar
     parameters, loosely written Output types); such a file is read again
     without it and the graph carries a note saying so (attribute ``READ_NOTES``).
     """
     path = Path(path)
-    graph, notes = call_isolated(_read_graph, str(path), what=str(path))
+    graph, notes = call_isolated(_read_graph, str(path), what=str(path), timeout=timeout)
     setattr(graph, READ_NOTES, notes)
     return graph
 
@@ -165,6 +166,35 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else "no message"
 
 
+class LinearPath(NamedTuple):
+    """A chain of linear NIR nodes from a source (the input or a neuron node) to a destination."""
+
+    source: str
+    chain: list[str]
+    target: str
+
+
+@dataclass(frozen=True)
+class RunConventions:
+    """How the graph is run, each value with where it came from (graph metadata, option, the
+    framework's convention, or the default)."""
+
+    framework: tuple[str, str]
+    dt: tuple[float, str]
+    steps: tuple[int, str]
+    reset: tuple[str, str]
+    input_levels: int
+    convention: Convention
+    named: bool
+
+    def metadata(self) -> dict:
+        source = f"{self.framework[0]} convention" if self.named else "default"
+        return {"dt": self.dt[0], "dt_source": self.dt[1], "steps": self.steps[0], "steps_source": self.steps[1],
+                "reset": self.reset[0], "reset_source": self.reset[1], "framework": self.framework[0],
+                "conventions": {"framework": self.framework, "dt": self.dt, "reset": self.reset,
+                                "if_discretisation": (self.convention.if_discretisation, source)}}
+
+
 def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None) -> Graph:
     """Build the internal graph; ``metadata`` records dt, steps and the reset rule and where each
     came from (``"conventions"``: name -> (value, source)), plus ``"notes"`` for the report."""
@@ -172,7 +202,39 @@ def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None
     meta = {str(k): _plain(v) for k, v in (nir_graph.metadata or {}).items()}
     notes = list(getattr(nir_graph, READ_NOTES, ()))
     nodes, edges = flatten_subgraphs(nir_graph.nodes, nir_graph.edges)
+    dangling = next(((edge, name) for edge in edges for name in edge if name not in nodes), None)
+    if dangling is not None:
+        (src, dst), name = dangling
+        raise UserError(f"the NIR graph's edge {src!r} -> {dst!r} names node {name!r}, which the graph does not have")
+    run = _run_conventions(meta, nodes, options)
+    notes.extend(run.convention.departures)
+    if run.reset[0] == "subtract" and run.convention.subtract_departure:
+        notes.append(run.convention.subtract_departure)
 
+    for name, node in nodes.items():
+        if not isinstance(node, (nir.Input, nir.Output) + NEURON_NODES + LINEAR_NODES):
+            raise UserError(f"NIR node {name!r} of type {type(node).__name__} is not supported; "
+                            "supported: Input, Output, Affine, Linear, Scale, Conv2d, SumPool2d, "
+                            "AvgPool2d, Flatten, IF, LIF, CubaLIF, LI and nested NIRGraph")
+    inputs = [n for n, node in nodes.items() if isinstance(node, nir.Input)]
+    if len(inputs) != 1:
+        raise UserError(f"the NIR graph has {len(inputs)} Input nodes; exactly one is supported")
+    input_shape = _input_shape(nodes[inputs[0]], options.input_shape)
+    paths = _linear_paths(nodes, edges, inputs[0])
+    output_node = _output_node(paths, nodes, inputs[0])
+    populations, connections = _populations(paths, nodes, inputs[0], input_shape, run)
+    meta.update({**run.metadata(), "notes": notes})
+    try:
+        return Graph(input_shape=input_shape, populations=populations, connections=connections,
+                     output=output_node, steps=int(run.steps[0]), dt=float(run.dt[0]),
+                     input_levels=int(run.input_levels), metadata=meta)
+    except ValueError as exc:
+        raise UserError(f"the NIR graph is not consistent: {exc}") from None
+
+
+def _run_conventions(meta: dict, nodes: dict, options: ImportOptions) -> RunConventions:
+    """dt, steps, reset and input levels: the graph's metadata, then the options, then the
+    framework's convention; each refused in one line when it is not a valid value."""
     framework, framework_source = _framework(meta, options.framework)
     convention = CONVENTIONS[framework]
     named = framework_source != "default"
@@ -194,26 +256,17 @@ def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None
                       (255, "default"))
     if not _is_count(levels):
         raise UserError(f"the NIR graph's metadata gives input_levels={levels!r}; pass --input-levels N")
-    notes.extend(convention.departures)
-    if reset == "subtract" and convention.subtract_departure:
-        notes.append(convention.subtract_departure)
+    return RunConventions((framework, framework_source), (dt, dt_source), (steps, steps_source),
+                          (reset, reset_source), levels, convention, named)
 
-    for name, node in nodes.items():
-        if not isinstance(node, (nir.Input, nir.Output) + NEURON_NODES + LINEAR_NODES):
-            raise UserError(f"NIR node {name!r} of type {type(node).__name__} is not supported; "
-                            "supported: Input, Output, Affine, Linear, Scale, Conv2d, SumPool2d, "
-                            "AvgPool2d, Flatten, IF, LIF, CubaLIF, LI and nested NIRGraph")
-    inputs = [n for n, node in nodes.items() if isinstance(node, nir.Input)]
-    if len(inputs) != 1:
-        raise UserError(f"the NIR graph has {len(inputs)} Input nodes; exactly one is supported")
-    input_shape = _input_shape(nodes[inputs[0]], options.input_shape)
 
+def _linear_paths(nodes: dict, edges, input_node: str) -> list[LinearPath]:
+    """Every chain of linear nodes leaving the input or a neuron node, to the node it ends at."""
     successors: dict[str, list[str]] = {n: [] for n in nodes}
     for src, dst in edges:
         successors[src].append(dst)
-
-    paths = []  # (source node, [linear nodes], destination node)
-    for start in [inputs[0]] + [n for n, node in nodes.items() if isinstance(node, NEURON_NODES)]:
+    paths = []
+    for start in [input_node] + [n for n, node in nodes.items() if isinstance(node, NEURON_NODES)]:
         stack = [(start, [])]
         while stack:
             here, chain = stack.pop()
@@ -223,19 +276,27 @@ def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None
                         raise UserError(f"the NIR graph has a loop through linear node {nxt!r} only")
                     stack.append((nxt, chain + [nxt]))
                 else:
-                    paths.append((start, chain, nxt))
+                    paths.append(LinearPath(start, chain, nxt))
+    return paths
 
-    outputs = [(s, c) for s, c, d in paths if isinstance(nodes[d], nir.Output)]
-    if len(outputs) != 1 or outputs[0][1] or outputs[0][0] == inputs[0]:
+
+def _output_node(paths: list[LinearPath], nodes: dict, input_node: str) -> str:
+    outputs = [(p.source, p.chain) for p in paths if isinstance(nodes[p.target], nir.Output)]
+    if len(outputs) != 1 or outputs[0][1] or outputs[0][0] == input_node:
         raise UserError("the NIR graph's Output must be fed directly by exactly one neuron node "
                         "(IF, LIF, CubaLIF or LI)")
-    output_node = outputs[0][0]
+    return outputs[0][0]
 
-    order = _feed_forward_order(inputs[0], paths, nodes)
-    shapes = {inputs[0]: input_shape}
+
+def _populations(paths: list[LinearPath], nodes: dict, input_node: str, input_shape,
+                 run: RunConventions) -> tuple[list[Population], list[Connection]]:
+    """A population per neuron node in feed-forward order, and a connection per linear path into it
+    (its bias into the current, or the membrane where there is no current state)."""
+    order = _feed_forward_order(input_node, paths, nodes)
+    shapes = {input_node: input_shape}
     populations, connections = [], []
     for name in order:
-        incoming = [(s, c) for s, c, d in paths if d == name]
+        incoming = [(p.source, p.chain) for p in paths if p.target == name]
         incoming.sort(key=lambda path: path[0] == name)  # feed-forward first: it fixes the shape
         if not incoming or incoming[0][0] == name:
             raise UserError(f"neuron node {name!r} has no feed-forward input")
@@ -246,30 +307,17 @@ def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None
         if len(out_shapes) != 1:
             raise UserError(f"inputs to neuron node {name!r} have different shapes {sorted(out_shapes)}")
         shapes[name] = built[0][2]
-        pop, gain = _population(name, nodes[name], shapes[name], dt, reset, convention)
+        pop, gain = _population(name, nodes[name], shapes[name], run.dt[0], run.reset[0], run.convention)
         if any(conv is not None for *_, conv in built):
             gain = _gain_per_channel(pop, gain)
         into_current = pop.alpha > 0  # with no current state a current bias is a membrane bias
         for src, weight, _shape, bias, conv in built:
             pop.current_bias = pop.current_bias + np.where(into_current, gain * bias, 0.0)
             pop.bias = pop.bias + np.where(into_current, 0.0, gain * bias)
-            source_name = INPUT if src == inputs[0] else src
+            source_name = INPUT if src == input_node else src
             connections.append(_scaled_connection(source_name, name, weight, conv, gain, shapes[name]))
         populations.append(pop)
-
-    meta.update({"dt": dt, "dt_source": dt_source, "steps": steps, "steps_source": steps_source,
-                 "reset": reset, "reset_source": reset_source, "framework": framework,
-                 "conventions": {"framework": (framework, framework_source), "dt": (dt, dt_source),
-                                 "reset": (reset, reset_source),
-                                 "if_discretisation": (convention.if_discretisation,
-                                                       f"{framework} convention" if named else "default")},
-                 "notes": notes})
-    try:
-        return Graph(input_shape=input_shape, populations=populations, connections=connections,
-                     output=output_node, steps=int(steps), dt=float(dt), input_levels=int(levels),
-                     metadata=meta)
-    except ValueError as exc:
-        raise UserError(f"the NIR graph is not consistent: {exc}") from None
+    return populations, connections
 
 
 def flatten_subgraphs(nodes: dict, edges) -> tuple[dict, list[tuple[str, str]]]:
@@ -302,9 +350,6 @@ def flatten_subgraphs(nodes: dict, edges) -> tuple[dict, list[tuple[str, str]]]:
             fed = [d for s, d in rewired if s == port]
             rewired = [e for e in rewired if port not in e] + [(s, d) for s in feeding for d in fed]
             del nodes[port]
-        unknown = sorted({n for e in rewired for n in e if n not in nodes})
-        if unknown:
-            raise UserError(f"the NIR graph has an edge to unknown node {unknown[0]!r}")
         edges = list(dict.fromkeys(rewired))
 
 
@@ -504,10 +549,10 @@ def _spatial_op(name, node, shape):
             else:
                 raise UserError(f"Conv2d {name!r}: padding {padding!r} is not supported")
         bias = np.broadcast_to(np.asarray(node.bias, dtype=np.float64), (kernel.shape[0],)).copy()
-        return kernel, bias, _pair(node.stride), _pair(padding)
-    size = _pair(node.kernel_size)
-    stride = _pair(node.stride if node.stride is not None else size)
-    padding = _pair(node.padding if node.padding is not None else 0)
+        return kernel, bias, pair(node.stride), pair(padding)
+    size = pair(node.kernel_size)
+    stride = pair(node.stride if node.stride is not None else size)
+    padding = pair(node.padding if node.padding is not None else 0)
     value = 1.0 / (size[0] * size[1]) if isinstance(node, nir.AvgPool2d) else 1.0
     kernel = np.zeros((channels, channels) + size)
     kernel[np.arange(channels), np.arange(channels)] = value
@@ -534,10 +579,6 @@ def _compose_spatial(first, second, name, in_shape):
     bias = b2 + np.einsum("ocuv,c->o", k2, b1)
     return kernel, bias, (s1[0] * s2[0], s1[1] * s2[1]), (p1[0] + s1[0] * p2[0], p1[1] + s1[1] * p2[1])
 
-
-def _pair(value) -> tuple[int, int]:
-    arr = np.atleast_1d(np.asarray(value)).astype(int)
-    return (int(arr[0]), int(arr[-1]))
 
 
 def _dense_chain(src, chain, nodes, in_shape, dst):

@@ -26,6 +26,32 @@ from toolchain.mapping import Mapping
 SCHEMA_VERSION = 3
 FORMAT_NAME = "snn-compile-program"
 
+# The integer widths of a Loihi 2 LIF neuron (lava-nc 0.10.0 PyLifModelBitAcc), the one home of these
+# numbers: the quantizer and the emulators read them here, and ``targets.chips.load_chip`` checks that a
+# chip spec of this format states the same.
+DECAY_BITS = 12
+"""du and dv, unsigned; a decay of 2^12 keeps nothing."""
+DECAY_UNITY = 2**DECAY_BITS
+DECAY_MAX = DECAY_UNITY - 1
+VTH_BITS = 17
+"""vth, unsigned; compared with v after a shift by 6."""
+VTH_MAX = 2**VTH_BITS - 1
+BIAS_MANT_BITS = 13
+"""bias_mant, signed."""
+BIAS_MANT_MAX = 2 ** (BIAS_MANT_BITS - 1) - 1
+BIAS_MANT_MIN = -(2 ** (BIAS_MANT_BITS - 1))
+BIAS_EXP_MAX = 7
+"""bias_exp, unsigned 3 bit."""
+STATE_BITS = 24
+"""u and v, signed: u wraps, v saturates at +-(2^23 - 1)."""
+STATE_MAX = 2 ** (STATE_BITS - 1) - 1
+CURRENT_BIAS_MANT_MIN, CURRENT_BIAS_MANT_MAX = -256, 255
+"""An always-on axon's 8-bit synapse as Lava stores it (the weight shifted, 9 bit signed)."""
+CURRENT_BIAS_EXP_MIN, CURRENT_BIAS_EXP_MAX = -8, 7
+WIDTHS = {"decay_bits": DECAY_BITS, "vth_bits": VTH_BITS, "bias_mant_bits": BIAS_MANT_BITS,
+          "bias_exp_max": BIAS_EXP_MAX, "state_bits": STATE_BITS}
+"""Chip-spec limit -> the width this format holds."""
+
 
 @dataclass(eq=False)
 class Layer:
@@ -72,11 +98,12 @@ class Layer:
         if self.reset not in ("zero", "subtract"):
             raise ValueError(f"layer {self.name}: unknown reset {self.reset!r}")
         n = self.size
-        for attr, dtype, lo, hi in (("du", np.int32, 0, 4095), ("dv", np.int32, 0, 4095),
-                                    ("vth", np.int32, 0, 2**17 - 1),
-                                    ("bias_mant", np.int32, -4096, 4095), ("bias_exp", np.int32, 0, 7),
-                                    ("current_bias_mant", np.int32, -256, 255),
-                                    ("current_bias_exp", np.int32, -8, 7)):
+        for attr, dtype, lo, hi in (("du", np.int32, 0, DECAY_MAX), ("dv", np.int32, 0, DECAY_MAX),
+                                    ("vth", np.int32, 0, VTH_MAX),
+                                    ("bias_mant", np.int32, BIAS_MANT_MIN, BIAS_MANT_MAX),
+                                    ("bias_exp", np.int32, 0, BIAS_EXP_MAX),
+                                    ("current_bias_mant", np.int32, CURRENT_BIAS_MANT_MIN, CURRENT_BIAS_MANT_MAX),
+                                    ("current_bias_exp", np.int32, CURRENT_BIAS_EXP_MIN, CURRENT_BIAS_EXP_MAX)):
             arr = np.broadcast_to(np.asarray(getattr(self, attr)), (n,)).astype(dtype)
             if arr.size and (arr.min() < lo or arr.max() > hi):
                 raise ValueError(f"layer {self.name}: {attr} outside [{lo}, {hi}]")
@@ -174,6 +201,13 @@ class Program:
 
     def layer(self, name: str) -> Layer:
         return next(layer for layer in self.layers if layer.name == name)
+
+    def check_inputs(self, inputs: np.ndarray) -> None:
+        """Refuse inputs the chip cannot take: anything but integers in [0, input_levels]."""
+        inputs = np.asarray(inputs)
+        if inputs.size and (inputs.min() < 0 or inputs.max() > self.input_levels
+                            or not np.array_equal(inputs, np.round(inputs))):
+            raise UserError(f"inputs must be integers in [0, {self.input_levels}] (the program's input levels)")
 
     def incoming(self, name: str) -> list[Synapses]:
         return [s for s in self.synapses if s.target == name]

@@ -101,37 +101,41 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return result
 
 
-def violations() -> tuple[list[str], dict[str, Path]]:
+def import_graph() -> dict[str, set[str]]:
+    """Every project module -> the project modules it imports."""
     found = modules()
-    graph = {name: imports_of(name, path, set(found)) for name, path in found.items()}
-    problems = []
+    return {name: imports_of(name, path, set(found)) for name, path in found.items()}
+
+
+def problems(graph: dict[str, set[str]]) -> list[str]:
+    """Imports across layers the layering forbids, then cycles between modules."""
+    found = []
     for name, targets in sorted(graph.items()):
         layer = name.split(".")[0]
         for target in sorted(targets):
             if target.split(".")[0] not in ALLOWED[layer]:
-                problems.append(f"layering: {name} imports {target}")
-    problems += [f"cycle: {' <-> '.join(component)}" for component in cycles(graph)]
-    return problems, found
+                found.append(f"layering: {name} imports {target}")
+    return found + [f"cycle: {' <-> '.join(component)}" for component in cycles(graph)]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stats", action="store_true", help="also print module and line counts")
     args = parser.parse_args(argv)
-    problems, found = violations()
-    for problem in problems:
+    found = problems(import_graph())
+    for problem in found:
         print(problem)
     if args.stats:
-        lines = {name: len(path.read_text().splitlines()) for name, path in found.items()}
+        lines = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
         by_package = defaultdict(int)
         for name, count in lines.items():
             by_package[name.split(".")[0]] += count
         largest = max(lines, key=lines.get)
-        print(f"{len(found)} modules, {sum(lines.values())} lines "
+        print(f"{len(lines)} modules, {sum(lines.values())} lines "
               f"({', '.join(f'{p} {n}' for p, n in sorted(by_package.items()))}); "
               f"largest {largest} ({lines[largest]} lines)")
-    print(f"{len(problems)} import problems" if problems else "imports: layering and cycles ok")
-    return 1 if problems else 0
+    print(f"{len(found)} import problems" if found else "imports: layering and cycles ok")
+    return 1 if found else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.errors import UserError
+from toolchain.program import WIDTHS
 
 SPEC_DIR = Path(__file__).parent
 
@@ -55,7 +56,16 @@ def load_chip(name: str) -> ChipSpec:
         raise UserError(f"unknown chip {name!r}; known chips: {', '.join(available_chips())}")
     try:
         data = json.loads(path.read_text())
-        return ChipSpec(name=data["name"], description=data["description"], limits=data["limits"],
+        spec = ChipSpec(name=data["name"], description=data["description"], limits=data["limits"],
                         costs=data.get("costs", {}), measured=data.get("measured", {}))
     except (json.JSONDecodeError, KeyError) as exc:
         raise UserError(f"{path}: malformed chip spec ({exc})") from None
+    check_program_widths(spec, path)
+    return spec
+
+
+def check_program_widths(spec: ChipSpec, where) -> None:
+    """A spec that states the neuron widths of the program format must state the ones it holds."""
+    for key, width in WIDTHS.items():
+        if key in spec.limits and spec.limit(key) != width:
+            raise UserError(f"{where}: {key} is {spec.limit(key)}, but programs hold {width} (toolchain/program.py)")

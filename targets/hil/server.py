@@ -46,17 +46,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-import toolchain.passes.partition  # noqa: F401 - imported here, not in every LOAD's child (check_fits needs it)
-from targets.chips import load_chip
+from targets.chips import ChipSpec, load_chip
 from targets.hil import protocol
+from targets.registry import TARGETS
 from targets.hil.protocol import TOKEN_ENV, ConnectionClosed, Message, ProtocolError
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, conv_output_shape
 from toolchain.isolation import call_isolated
-from toolchain.mapping import check_fits
+from toolchain.drc import check_fits, raise_if_any
+from toolchain.passes.partition import map_in_order
 from toolchain.program import FORMAT_NAME, Program
 
-SERVABLE_TARGETS = ("loihi2",)
+SERVABLE_TARGETS = tuple(name for name, target in TARGETS.items() if target.steppable)
 ACCEPT_POLL_SECONDS = 0.2
 ACCEPT_BACKOFF_SECONDS = 0.1
 SHUTDOWN_GRACE_SECONDS = 0.5
@@ -67,7 +68,7 @@ MAX_SECONDS = 1e7          # what a socket timeout holds
 M_MMAP_THRESHOLD = -3      # glibc mallopt parameter
 MMAP_THRESHOLD_BYTES = 4 << 20
 
-# What the chip holds, over-estimated from what targets.loihi2.chip.Chip allocates (tests/test_hil_hardening.py
+# What the chip holds, over-estimated from what targets.loihi2.chip.Chip allocates (tests/targets/test_hil_hardening.py
 # checks the estimate against the memory a chip really takes):
 SYNAPSE_BYTES = 32         # program int32 weight, the chip's clipped int64 copy and float tensor, the counters' pattern
 NEURON_BYTES = 128         # per-neuron parameters in the program and the chip's int64/float64 tensors
@@ -103,11 +104,16 @@ class Limits:
                 raise UserError(f"{option} must be at most {MAX_SECONDS:g} seconds, got {value:g}")
 
     def shown(self, name: str) -> str:
-        """The limit ``name`` with its unit: "1,024 lanes", "64 MiB", "300 s"."""
+        """The limit ``name`` with its unit: "1,024 lanes", "1 lane", "64 MiB", "300 s"."""
         unit, value = LIMIT_OPTIONS[name][1], getattr(self, name)
         if unit == "bytes":
             return f"{value / (1 << 20):,.4g} MiB"
-        return f"{value:g} s" if unit == "s" else f"{value:,} {unit}"
+        if unit == "s":
+            return f"{value:g} s"
+        if value == 1:  # the unit's first word in the singular: "1 step per request"
+            first, _, rest = unit.partition(" ")
+            unit = f"{first.removesuffix('s')} {rest}".rstrip()
+        return f"{value:,} {unit}"
 
     def refusal(self, name: str, what: str) -> str:
         """One line: ``what`` is over the limit ``name``, with the limit's value and option."""
@@ -165,29 +171,26 @@ def read_token(path: str | Path) -> str:
 # -- programs ------------------------------------------------------------------
 
 
-def load_checked_program(path: str | Path, limits: Limits | None = None) -> Program:
-    """Load a program file (in a child process) and make sure it fits the board and ``limits`` (all but
-    the size of a sent program: this one is the operator's)."""
-    limits = limits or Limits()
+def load_checked_program(path: str | Path, limits: Limits, chip: ChipSpec) -> Program:
+    """Load a program file (in a child process) and make sure it fits a board of ``chip`` and ``limits``
+    (all but the size of a sent program: this one is the operator's)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such program file")
-    return _isolated_program(path.read_bytes(), str(path), limits)
+    return _isolated_program(path.read_bytes(), str(path), limits, chip)
 
 
-def checked_program(program: Program, name: str) -> Program:
-    """``program`` if it fits the board; ``UserError`` naming ``name`` otherwise."""
-    if program.chip != "loihi2":
-        raise UserError(f"{name}: the program is compiled for {program.chip!r}, the board is loihi2")
-    chip = load_chip(program.chip)
-    violations = check_fits(program, chip, chips=chip.limit("chips_per_board"))
-    if violations:
-        more = f" (and {len(violations) - 1} more limits broken)" if len(violations) > 1 else ""
-        raise UserError(f"the program does not fit a {chip.name} board: {violations[0]}{more}")
+def checked_program(program: Program, name: str, chip: ChipSpec) -> Program:
+    """``program`` if it fits a board of ``chip``; ``UserError`` naming ``name`` otherwise."""
+    if program.chip != chip.name:
+        raise UserError(f"{name}: the program is compiled for {program.chip!r}, the board is {chip.name}")
+    mapping = program.mapping or map_in_order(program, chip)
+    raise_if_any(check_fits(mapping, chip, chips=chip.limit("chips_per_board")),
+                 f"the program does not fit a {chip.name} board")
     return program
 
 
-def read_program(data: bytes, name: str, limits: Limits) -> Program:
+def read_program(data: bytes, name: str, limits: Limits, chip: ChipSpec) -> Program:
     """The program in ``data``, checked: its declared sizes against ``limits`` before anything is read,
     then its wiring and that it fits the board. Runs in ``call_isolated``'s child."""
     neurons, synapses, array_bytes = _declared_sizes(data, name)
@@ -199,11 +202,12 @@ def read_program(data: bytes, name: str, limits: Limits) -> Program:
         raise UserError(limits.refusal("board_bytes", f"{name} declares {array_bytes >> 20:,} MiB of arrays"))
     program = Program.from_bytes(data, name)
     _check_wiring(program, name)
-    return checked_program(program, name)
+    return checked_program(program, name, chip)
 
 
-def _isolated_program(data: bytes, name: str, limits: Limits, cancel: threading.Event | None = None) -> Program:
-    return call_isolated(read_program, data, name, limits, what=name, timeout=limits.load_seconds, cancel=cancel,
+def _isolated_program(data: bytes, name: str, limits: Limits, chip: ChipSpec,
+                      cancel: threading.Event | None = None) -> Program:
+    return call_isolated(read_program, data, name, limits, chip, what=name, timeout=limits.load_seconds, cancel=cancel,
                          memory_bytes=2 * limits.board_bytes + (256 << 20))  # the reader's copies of its arrays
 
 
@@ -273,6 +277,14 @@ def board_bytes(program: Program, lanes: int) -> int:
     return SYNAPSE_BYTES * synapses + NEURON_BYTES * neurons + lanes * per_lane
 
 
+def checked_board_bytes(program: Program, lanes: int, limits: Limits, what: str) -> int:
+    """``board_bytes(program, lanes)``; ``UserError`` naming ``what`` if it is over ``limits.board_bytes``."""
+    need = board_bytes(program, lanes)
+    if need > limits.board_bytes:
+        raise UserError(limits.refusal("board_bytes", f"{what} needs about {need >> 20:,} MiB"))
+    return need
+
+
 def step_bytes(program: Program, lanes: int, steps: int, probe) -> int:
     """Memory one step request needs besides the chip: its inputs' checked copies, the output and the
     probed traces, one layer step's temporaries and a convolution's unfolded input patches."""
@@ -302,10 +314,11 @@ class Server:
             raise UserError(f"--port {port} is not a TCP port: choose 0..65535 (0 picks a free one)")
         self.limits = limits or Limits()
         self.token = token.encode() if token else None
-        self.program = load_checked_program(program_path, self.limits) if program_path is not None else None
-        if self.program is not None and board_bytes(self.program, 1) > self.limits.board_bytes:
-            raise UserError(self.limits.refusal("board_bytes", f"{program_path} needs about "
-                                                f"{board_bytes(self.program, 1) >> 20:,} MiB per connection"))
+        self.chip_spec = load_chip(TARGETS[target].chip)
+        self.program = None
+        if program_path is not None:
+            self.program = load_checked_program(program_path, self.limits, self.chip_spec)
+            checked_board_bytes(self.program, 1, self.limits, f"one lane of {program_path}")
         self.step_period = step_period
         self.unix_path = Path(unix_path) if unix_path is not None else None
         if self.unix_path is not None:
@@ -555,7 +568,8 @@ class _Session:
                 raise ProtocolError("the program must be a one-dimensional uint8 array of a program file's bytes")
             if data.size > self.limits.program_bytes:
                 raise UserError(self.limits.refusal("program_bytes", f"the sent program has {data.size:,} bytes"))
-            program = _isolated_program(data.tobytes(), "the sent program", self.limits, self.server.stopping)
+            program = _isolated_program(data.tobytes(), "the sent program", self.limits, self.server.chip_spec,
+                                        self.server.stopping)
         elif self.server.program is not None:
             program = self.server.program
         else:
@@ -604,10 +618,7 @@ class _Session:
         stays loaded when this one is refused."""
         from targets.loihi2.chip import Chip
 
-        need = board_bytes(program, lanes)
-        if need > self.limits.board_bytes:
-            raise UserError(self.limits.refusal("board_bytes", f"load of {lanes:,} lanes of this program needs "
-                                                f"about {need >> 20:,} MiB"))
+        need = checked_board_bytes(program, lanes, self.limits, f"load of {lanes:,} lanes of this program")
         chip = Chip(program, lanes=lanes, reset_interval=reset_interval, step_period=self.server.step_period)
         self.chip_bytes = need
         return chip
@@ -641,6 +652,7 @@ def serve(program_path: str | Path | None, target: str = "loihi2", host: str = "
     """
     import torch
 
+    import targets.loihi2.chip  # noqa: F401 - numba loads now, not in the first LOAD, whose memory is limited
     torch.set_num_threads(1)  # a step is small; threads only add contention with the host
     _return_freed_memory()
     server = Server(program_path, target, host, port, unix_path, step_period, limits, token)

@@ -20,6 +20,9 @@ from pathlib import Path
 from toolchain.errors import UserError
 
 LAVA_REQUIREMENT = "lava-nc==0.10.0"
+REQUIREMENTS = (LAVA_REQUIREMENT, "xylosim==0.1.3")
+"""What the environment holds: Lava, and SynSense's Xylo simulator (C++, wheels for Python 3.10 only),
+the external references of the Loihi and Xylo emulators."""
 MARKER = ".snn-lava-installed"
 OWNER_MARKER = ".snn-lava-environment"
 """Written into the environment as soon as it exists: only a directory holding it (or the
@@ -41,7 +44,7 @@ def venv_python() -> Path:
 def is_ready() -> bool:
     """True when the environment was created completely (the marker is written last)."""
     marker = venv_dir() / MARKER
-    return venv_python().exists() and marker.exists() and marker.read_text().strip() == LAVA_REQUIREMENT
+    return venv_python().exists() and marker.exists() and marker.read_text().split() == list(REQUIREMENTS)
 
 
 def _is_python310(executable: str) -> bool:
@@ -92,14 +95,14 @@ def create(quiet: bool = False) -> Path:
         raise UserError(f"no Python 3.10 found. {HOW_TO_PROVIDE_PYTHON}")
     target = venv_dir()
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
-    say(f"creating the Lava environment {target} from {python} (installs {LAVA_REQUIREMENT})")
+    say(f"creating the Lava environment {target} from {python} (installs {', '.join(REQUIREMENTS)})")
     _run_step([python, "-m", "venv", "--clear", str(target)])
     (target / OWNER_MARKER).write_text(LAVA_REQUIREMENT + "\n")  # from now on the directory is ours to clear
     for command in ([str(target / "bin" / "python"), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-                    [str(target / "bin" / "python"), "-m", "pip", "install", "--quiet", LAVA_REQUIREMENT],
-                    [str(target / "bin" / "python"), "-c", "import lava.magma.core.run_configs, numpy"]):
+                    [str(target / "bin" / "python"), "-m", "pip", "install", "--quiet", *REQUIREMENTS],
+                    [str(target / "bin" / "python"), "-c", "import lava.magma.core.run_configs, numpy, xylosim.v2"]):
         _run_step(command)
-    (target / MARKER).write_text(LAVA_REQUIREMENT + "\n")
+    (target / MARKER).write_text("\n".join(REQUIREMENTS) + "\n")
     say(f"Lava environment ready: {target}")
     return venv_python()
 

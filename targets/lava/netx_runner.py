@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from targets.lava import environment
-from targets.results import LayerActivity, RunResult
+from toolchain.results import LayerActivity, RunResult
 from toolchain.errors import UserError
 from toolchain.ir import INPUT
 from toolchain.program import Program

@@ -8,7 +8,8 @@ spikes, u and v of every sample step, in the program's (C, H, W) order.
 
 netx reads the file and builds every process itself. The only substitution:
 its ``LIFReset`` is replaced by a subclass whose model is Lava's
-``PyLifResetModelBitAcc`` unchanged plus a copy of each step's state, so the
+``PyLifResetModelBitAcc`` unchanged plus a copy of each step's state
+(``worker.RecordingLifResetModel``, shared with the program worker), so the
 states come back without probing Lava element by element.
 
 Input. A network that starts with an input layer takes images through that
@@ -35,8 +36,8 @@ from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.io.source import RingBuffer
-from lava.proc.lif.models import PyLifResetModelBitAcc
 from lava.proc.lif.process import LIFReset
+from worker import RecordingLifResetModel  # worker.py beside this file: both run as scripts from here
 
 
 class RecordedLIFReset(LIFReset):
@@ -52,36 +53,14 @@ class RecordedLIFReset(LIFReset):
         RecordedLIFReset.created += 1
         self.proc_params["total_steps"] = RecordedLIFReset.total_steps
         self.proc_params["path"] = str(Path(RecordedLIFReset.out_dir) / f"layer_{index}.npz")
+        self.proc_params["record_state"] = True
 
 
 @implements(proc=RecordedLIFReset, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyRecordedLIFReset(PyLifResetModelBitAcc):
-    """Lava's ``PyLifResetModelBitAcc`` unchanged, plus a copy of what each step produced."""
-
-    implements_process = None  # inherited from Lava's model; the decorator sets ours
-
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        self.total_steps = proc_params["total_steps"]
-        self.path = proc_params["path"]
-        shape = (self.total_steps,) + tuple(proc_params["shape"])
-        self.spikes = np.zeros(shape, dtype=np.uint8)
-        self.u_trace = np.zeros(shape, dtype=np.int32)
-        self.v_trace = np.zeros(shape, dtype=np.int32)
-
-    def spiking_activation(self):
-        spikes = super().spiking_activation()
-        self.spikes[self.time_step - 1] = spikes
-        return spikes
-
-    def run_spk(self):
-        super().run_spk()
-        self.u_trace[self.time_step - 1] = self.u
-        self.v_trace[self.time_step - 1] = self.v
-        if self.time_step == self.total_steps:
-            np.savez(self.path, spikes=self.spikes, u=self.u_trace, v=self.v_trace)
+class PyRecordedLIFReset(RecordingLifResetModel):
+    """The recording model of netx's layers."""
 
 
 def to_program_order(trace: np.ndarray) -> np.ndarray:

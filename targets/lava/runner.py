@@ -26,7 +26,7 @@ import torch
 
 from targets.lava import environment
 from targets.loihi2.emulator import neuron_weight_exp, process_groups
-from targets.results import LayerActivity, RunResult
+from toolchain.results import LayerActivity, RunResult
 from toolchain.errors import UserError
 from toolchain.ir import INPUT
 from toolchain.program import Program, Synapses
@@ -52,9 +52,7 @@ def check_expressible(program: Program, inputs: np.ndarray):
     except (KeyError, ValueError):
         raise UserError("Lava needs every layer fed from the input: a layer is reachable only "
                         "through its own recurrent connection") from None
-    if inputs.size and (inputs.min() < 0 or inputs.max() > program.input_levels
-                        or not np.array_equal(inputs, np.round(inputs))):
-        raise UserError(f"inputs must be integers in [0, {program.input_levels}] (the program's input levels)")
+    program.check_inputs(inputs)
     if program.input_levels >= 2**31:
         raise UserError("Lava's RingBuffer carries int32 payloads; input levels must stay below 2^31")
     subtracting = [layer.name for layer in program.layers if layer.reset == "subtract"]

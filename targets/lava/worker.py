@@ -67,13 +67,15 @@ class RecordedLIFReset(LIFReset):
         self.proc_params["record_state"] = record_state
 
 
-@implements(proc=RecordedLIFReset, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyRecordedLifResetModel(PyLifResetModelBitAcc):
-    """Lava's ``PyLifResetModelBitAcc`` unchanged, plus a copy of what each step produced."""
+class RecordingLifResetModel(PyLifResetModelBitAcc):
+    """Lava's ``PyLifResetModelBitAcc`` unchanged, plus a copy of what each step produced: the spikes
+    (and u, v with ``record_state``), saved to ``path`` at ``total_steps`` (all from ``proc_params``).
 
-    implements_process = None  # inherited from Lava's model; the decorator sets ours
+    Bound to no process: Lava looks for a process's model in the process's own module, so each worker
+    (this one and ``netx_worker.py``) binds a subclass to its LIFReset there.
+    """
+
+    implements_process = None  # inherited from Lava's model; a subclass's decorator sets its own
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -98,6 +100,13 @@ class PyRecordedLifResetModel(PyLifResetModelBitAcc):
         if self.time_step == self.total_steps:
             state = {"u": self.u_trace, "v": self.v_trace} if self.record_state else {}
             np.savez(self.path, spikes=self.spikes, **state)
+
+
+@implements(proc=RecordedLIFReset, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyRecordedLifResetModel(RecordingLifResetModel):
+    """The recording model of this worker's ``RecordedLIFReset``."""
 
 
 def build(net: dict, arrays, inputs: np.ndarray, out_dir: Path, record: bool):

@@ -34,7 +34,7 @@ import torch
 
 from targets.chips import load_chip
 from targets.loihi2.costs import counter_energy
-from targets.loihi2.emulator import _CompiledLayer, step_neurons, step_neurons_fast, wrap_int32
+from targets.loihi2.emulator import CompiledLayer, step_neurons, step_neurons_fast, wrap_int32
 from toolchain.connectivity import Wiring
 from toolchain.errors import UserError
 from toolchain.ir import INPUT
@@ -76,7 +76,7 @@ class Chip:
             raise UserError(f"reset_interval must be at least 1, got {reset_interval}")
         self.program, self.lanes, self.reset_interval = program, int(lanes), reset_interval
         self.depth = program.depth
-        self.compiled = [_CompiledLayer(program, layer) for layer in program.layers]
+        self.compiled = [CompiledLayer(program, layer) for layer in program.layers]
         self.delays = {id(entry): (1 if entry[0].recurrent else self.depth[cl.layer.name] - self.depth[entry[0].source])
                        for cl in self.compiled for entry in cl.feed + cl.recurrent}
         history = {INPUT: 1, **{layer.name: 1 for layer in program.layers}}
@@ -165,7 +165,7 @@ class Chip:
 
     # -- internals -----------------------------------------------------------
 
-    def _step_layer(self, cl: _CompiledLayer) -> torch.Tensor:
+    def _step_layer(self, cl: CompiledLayer) -> torch.Tensor:
         name, k = cl.layer.name, self.depth[cl.layer.name]
         if self.t < k:
             return torch.zeros(self.lanes, cl.layer.size, dtype=torch.bool)
@@ -185,7 +185,7 @@ class Chip:
         self.u[name], self.v[name], spikes = step(cl, self.u[name], self.v[name], a_in)
         return spikes
 
-    def _reset_layer(self, cl: _CompiledLayer) -> None:
+    def _reset_layer(self, cl: CompiledLayer) -> None:
         dtype = torch.int64 if cl.exact_path else torch.float64
         self.u[cl.layer.name] = torch.zeros(self.lanes, cl.layer.size, dtype=dtype)
         self.v[cl.layer.name] = torch.zeros(self.lanes, cl.layer.size, dtype=dtype)
@@ -218,8 +218,7 @@ class Chip:
         if x.ndim != 2 + len(shape) or tuple(x.shape[2:]) != shape or x.shape[1] != self.lanes:
             raise UserError(f"inputs of shape {np.shape(inputs)}: expected (steps, {', '.join(map(str, shape))}) "
                             f"or (steps, {self.lanes}, {', '.join(map(str, shape))}) for {self.lanes} lane(s)")
-        if x.size and (x.min() < 0 or x.max() > program.input_levels or not np.array_equal(x, np.round(x))):
-            raise UserError(f"inputs must be integers in [0, {program.input_levels}] (the program's input levels)")
+        program.check_inputs(x)
         if single_lane and self.lanes != 1:
             raise UserError(f"the chip has {self.lanes} lanes; inputs need a lane axis")
         return x.reshape(len(x), self.lanes, -1).astype(np.float32), single_lane

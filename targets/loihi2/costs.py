@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolchain.mapping import message_flows, node_coordinates, spike_counts
+from toolchain.traffic import core_loads, message_flows, node_coordinates, spike_counts
 from toolchain.program import Program
 
 ESTIMATE_NOTE = ("dynamic energy and time: estimate from Loihi 1 per-operation figures (Davies et al., IEEE Micro "
@@ -50,7 +50,7 @@ def loihi_costs(program: Program, activity: dict, samples: int, chip) -> dict:
         raise ValueError("the Loihi cost model needs a mapped program (run the partition pass)")
     mapping, steps = program.mapping, program.steps
     cost = chip.cost
-    loads = mapping.core_loads(program, activity)
+    loads = core_loads(mapping, program, activity)
     run_steps = samples * steps
     active = loads.spikes / run_steps
     inactive = loads.neurons - active

@@ -21,22 +21,32 @@ bias (``Layer.current_bias_mant``/``_exp``), computed exactly as Lava runs it,
 an always-on input axon through an 8-bit synapse (``current_bias_synapses``),
 and reset by subtraction (``v <- v - (vth << 6)`` on a spike), which Lava
 0.10 has no process for.
+
+Speed. On the CPU each feed-forward layer's neurons run in one compiled pass
+over all steps (``kernel.lif_layer``), fed the float32 sums of one matrix
+product (small convolutions as a dense matrix, an input held for every step
+multiplied once per sample). On a CUDA device, and for recurrent layers, the
+neurons step in torch; on the device every sum is float64, so no library
+choice of algorithm or precision can change an integer.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from targets.results import LayerActivity, RunResult
-from targets.batching import iterate_batches
 from targets.loihi2.kernel import lif_layer
-from toolchain.synaptic import accumulate
+from toolchain.batching import iterate_batches
 from toolchain.errors import UserError
 from toolchain.ir import INPUT
-from toolchain.program import Layer, Program, Synapses
+from toolchain.program import DECAY_MAX, DECAY_UNITY, STATE_BITS, Layer, Program, Synapses
+from toolchain.results import LayerActivity, RunResult
+from toolchain.sign_mode import held_weights
+from toolchain.synaptic import accumulate
 
-STATE_MAX = 2**23
+STATE_WRAP = 2 ** (STATE_BITS - 1)
+"""u wraps at +-2^23; v saturates one below."""
 FLOAT32_EXACT = 2**24
 ALWAYS_ON = "always-on"
 """Source name of the synapse that carries a layer's current bias."""
@@ -72,6 +82,9 @@ def process_groups(program: Program, layer: Layer) -> list[np.ndarray]:
     processes = []
     for rows in layer.groups():
         keys = np.stack([e[rows] for e in exps], axis=1) if exps else np.zeros((len(rows), 1))
+        if len(rows) and np.all(keys == keys[0]):  # the common case, without sorting a large layer's rows
+            processes.append(rows)
+            continue
         _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
         processes += [rows[inverse.reshape(-1) == k] for k in np.argsort(first)]
     return processes
@@ -90,16 +103,7 @@ def lava_weights(syn: Synapses, rows_of_groups: list[np.ndarray], shape) -> np.n
     held_by_a_process = np.zeros(len(w), dtype=bool)
     for rows in rows_of_groups:
         index = rows if syn.kind == "dense" else np.unique(np.unravel_index(rows, shape)[0])
-        block = original[index]
-        if block.min() >= 0:
-            sign, mixed = 1, 0
-        elif block.max() <= 0:
-            sign, mixed = -1, 0
-        else:
-            sign, mixed = 1, 1
-        block = np.clip(sign * block, -256 * mixed, 255)
-        drop = 8 - syn.weight_bits + mixed
-        held = sign * ((block >> drop) << drop)
+        held = held_weights(original[index], syn.weight_bits)
         if np.any(held_by_a_process[index] & np.any((w[index] != held).reshape(len(index), -1), axis=1)):
             raise UserError(f"synapses {syn.name}: neuron groups that share a channel hold different kernels "
                             "after Lava's per-process clip and truncation; use weights on the symmetric grid")
@@ -108,10 +112,53 @@ def lava_weights(syn: Synapses, rows_of_groups: list[np.ndarray], shape) -> np.n
     return w
 
 
-class _CompiledLayer:
+DENSE_CONV_ENTRIES = 2**22
+"""A convolution whose (outputs, inputs) matrix has at most this many entries, and not many more
+than the convolution's own multiply-accumulates, runs in the kernel path as one matrix product:
+on small feature maps that is faster than conv2d, with the same exact sums."""
+BATCH_MEMORY = 2**30
+"""Bytes of per-step activity one batch may hold: a program too large for ``batch_size`` samples
+in this runs in smaller batches (same results, bounded memory)."""
+BYTES_PER_NEURON_STEP = 16
+"""What one neuron-step costs in a batch: its synaptic sum, its spike as the next layer's float
+input and the torch path's float64 input (the recorded traces come on top)."""
+RECORD_BYTES_PER_NEURON_STEP = 9
+"""A recorded neuron-step: its spike (uint8), u and v (int32)."""
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device of ``device`` ("auto": CUDA when torch sees one, else the CPU)."""
+    if device not in DEVICES:
+        raise UserError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda: torch sees no CUDA device on this machine; use --device cpu or auto")
+    return torch.device(device)
+
+
+def conv_as_dense(weight: torch.Tensor, in_shape, stride, padding) -> torch.Tensor:
+    """The (outputs, inputs) matrix of a convolution, outputs and inputs flattened channel-major
+    as ``accumulate`` flattens them: one matrix product then gives the convolution's sums."""
+    n_in = int(np.prod(in_shape))
+    index = torch.arange(1, n_in + 1, dtype=torch.float64).reshape((1,) + tuple(in_shape))
+    sources = F.unfold(index, tuple(weight.shape[2:]), stride=tuple(stride), padding=tuple(padding))[0]
+    sources = sources.round().to(torch.int64)  # (taps, positions); 0 where a tap reads padding
+    c_out, (taps, positions) = weight.shape[0], sources.shape
+    rows = (torch.arange(c_out)[:, None, None] * positions + torch.arange(positions)).expand(c_out, taps, positions)
+    columns = sources.expand(c_out, taps, positions)
+    values = weight.reshape(c_out, taps, 1).expand(c_out, taps, positions)
+    real = columns > 0
+    dense = torch.zeros(c_out * positions, n_in, dtype=weight.dtype)
+    dense.index_put_((rows[real], columns[real] - 1), values[real], accumulate=True)
+    return dense
+
+
+class CompiledLayer:
     """Per-layer tensors prepared once per run."""
 
-    def __init__(self, program: Program, layer: Layer):
+    def __init__(self, program: Program, layer: Layer, device: torch.device = torch.device("cpu")):
         self.layer = layer
         groups = process_groups(program, layer)
         self.du = torch.as_tensor(layer.du, dtype=torch.int64)
@@ -119,23 +166,26 @@ class _CompiledLayer:
         self.vth = torch.as_tensor(layer.vth, dtype=torch.int64) << 6
         mant = torch.as_tensor(layer.bias_mant, dtype=torch.int64)
         self.bias = wrap_int32(mant << torch.as_tensor(layer.bias_exp, dtype=torch.int64))
-        self.u_decays = bool(np.any(layer.du != 4095))
+        self.u_decays = bool(np.any(layer.du != DECAY_MAX))
         self.subtract = layer.reset == "subtract"
         self.feed, self.recurrent = [], []
         input_bound = 0.0
         self.constant_input = None  # a_in of the current bias, the same every step
+        constant = np.zeros(layer.size, dtype=np.int64)
         if layer.has_current_bias:
             held = lava_weights(current_bias_synapses(layer), groups, layer.shape)[:, 0]
             exp = layer.current_bias_exp.astype(np.int64)
             constant = np.where(exp > 0, held << np.maximum(exp, 0), held >> np.maximum(-exp, 0))
             self.constant_input = wrap_int32(torch.as_tensor(constant, dtype=torch.int64))
             input_bound += float(np.abs(constant).max()) + 1
+        # On a GPU every sum is float64: exact whatever algorithm or precision mode a library picks.
+        float_type = torch.float64 if device.type != "cpu" else torch.float32
         for syn in program.incoming(layer.name):
             w = lava_weights(syn, groups, layer.shape)
             in_shape = program.shape_of(syn.source)
             max_in = program.input_levels if syn.source == INPUT else 1
             bound = np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max() * max_in if w.size else 0
-            dtype = torch.float32 if bound < FLOAT32_EXACT else torch.float64
+            dtype = float_type if bound < FLOAT32_EXACT else torch.float64
             exp = torch.as_tensor(syn.weight_exp, dtype=torch.int64)
             if syn.kind == "conv":
                 exp = exp.reshape(layer.shape[0], -1)[:, 0].repeat_interleave(layer.size // layer.shape[0])
@@ -143,14 +193,39 @@ class _CompiledLayer:
             (self.recurrent if syn.recurrent else self.feed).append(entry)
             input_bound += float(bound) * 2.0 ** int(syn.weight_exp.max()) + 1
         # u accumulates at most a_in * 64 * 4096 / (du + 1); below 2^23 nothing ever wraps
-        current_bound = input_bound * 64 * 4096 / (int(layer.du.min()) + 1)
-        self.exact_path = current_bound >= STATE_MAX or not layer.size
+        current_bound = input_bound * 64 * DECAY_UNITY / (int(layer.du.min()) + 1)
+        self.exact_path = current_bound >= STATE_WRAP or not layer.size
         if self.constant_input is not None and not self.exact_path:
             self.constant_input = self.constant_input.to(torch.float64)
         self.vth_f = self.vth.to(torch.float64)
         self.bias_f = self.bias.to(torch.float64)
-        self.dv_keep = (4096 - self.dv).to(torch.float64) / 4096
-        self.du_keep = (4095 - self.du).to(torch.float64) / 4096
+        self.dv_keep = (DECAY_UNITY - self.dv).to(torch.float64) / DECAY_UNITY
+        self.du_keep = (DECAY_MAX - self.du).to(torch.float64) / DECAY_UNITY
+        if device.type == "cpu":
+            self.kernel_constant = wrap_int32(torch.as_tensor(constant, dtype=torch.int64)).numpy()
+            self.kernel_arrays = tuple(t.numpy() for t in (self.du, self.dv, self.vth, self.bias))
+            if len(self.feed) == 1:
+                self.kernel_feed = self._kernel_product(self.feed[0])
+        else:
+            self._to(device)
+
+    def _kernel_product(self, entry):
+        """(source, kind, weight, exponent per neuron) of the single feed, as the kernel path multiplies it."""
+        syn, weight, in_shape, exp = entry
+        exp = torch.broadcast_to(exp, (self.layer.size,)).contiguous().numpy()
+        if syn.kind == "conv":
+            dense_entries = self.layer.size * int(np.prod(in_shape))
+            if dense_entries <= min(DENSE_CONV_ENTRIES, 4 * self.layer.size * weight[0].numel()):
+                return syn.source, "dense", conv_as_dense(weight, in_shape, syn.stride, syn.padding), exp
+        return syn.source, syn.kind, weight, exp
+
+    def _to(self, device: torch.device) -> None:
+        for name in ("du", "dv", "vth", "bias", "constant_input", "vth_f", "bias_f", "dv_keep", "du_keep"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(device))
+        self.feed = [(syn, w.to(device), shape, exp.to(device)) for syn, w, shape, exp in self.feed]
+        self.recurrent = [(syn, w.to(device), shape, exp.to(device)) for syn, w, shape, exp in self.recurrent]
 
     def synaptic_input(self, entry, x: torch.Tensor) -> torch.Tensor:
         """a_in from source activity x (rows, source size): accumulate, shift, int32 channel.
@@ -160,33 +235,57 @@ class _CompiledLayer:
         the bound analysis proved unnecessary.
         """
         syn, weight, in_shape, exp = entry
-        total = accumulate(syn.kind, weight, x.to(weight.dtype), in_shape, syn.stride, syn.padding)
+        total = torch.round(accumulate(syn.kind, weight, x.to(weight.dtype), in_shape, syn.stride, syn.padding))
         if not self.exact_path:
             return torch.floor(total.to(torch.float64) * torch.pow(2.0, exp.to(torch.float64)))
-        total = torch.round(total).to(torch.int64)
+        total = total.to(torch.int64)
         shifted = torch.where(exp > 0, total << exp.clamp(min=0), total >> (-exp).clamp(min=0))
         return wrap_int32(shifted)
 
+    def feed_input(self, acts: dict, b: int) -> torch.Tensor:
+        """a_in of the feed-forward synapses and the current bias, (samples, steps or 1, neurons):
+        one step where every source is an input held for all steps."""
+        combine = (lambda a, c: wrap_int32(a + c)) if self.exact_path else torch.add
+        a_ff = None
+        for entry in self.feed:
+            source = acts[entry[0].source]
+            a_in = self.synaptic_input(entry, source.reshape(-1, source.shape[2])).reshape(b, source.shape[1], -1)
+            a_ff = a_in if a_ff is None else combine(a_ff, a_in)
+        return a_ff if self.constant_input is None else combine(a_ff, self.constant_input)
 
-def step_neurons(cl: _CompiledLayer, u, v, a_in):
+    def kernel_input(self, acts: dict, b: int):
+        """(sums, exponent, constant) for ``kernel.lif_layer``: the single feed's raw sums, or every
+        feed's a_in already combined (exponent 0, constant 0)."""
+        if len(self.feed) != 1:
+            zeros = np.zeros(self.layer.size, dtype=np.int64)
+            return self.feed_input(acts, b).to(torch.float64).numpy(), zeros, zeros
+        source, kind, weight, exp = self.kernel_feed
+        x = acts[source]
+        rows = x.reshape(-1, x.shape[2]).to(weight.dtype)
+        syn = self.feed[0][0]
+        total = accumulate(kind, weight, rows, self.feed[0][2], syn.stride, syn.padding)
+        return total.reshape(b, x.shape[1], -1).numpy(), exp, self.kernel_constant
+
+
+def step_neurons(cl: CompiledLayer, u, v, a_in):
     """One Loihi LIF time step; returns (u, v, spikes). All tensors int64."""
     if cl.u_decays:
-        prod = u * (4095 - cl.du)
+        prod = u * (DECAY_MAX - cl.du)
         decayed = torch.sign(prod) * (prod.abs() >> 12)
     else:
         decayed = torch.zeros_like(u)
     current = wrap_int32(decayed + wrap_int32(a_in << 6))
-    u = torch.where(current > STATE_MAX, current - 2 * STATE_MAX, current)
-    u = torch.where(u <= -STATE_MAX, current + 2 * STATE_MAX, u)
-    prod = v * (4096 - cl.dv)
+    u = torch.where(current > STATE_WRAP, current - 2 * STATE_WRAP, current)
+    u = torch.where(u <= -STATE_WRAP, current + 2 * STATE_WRAP, u)
+    prod = v * (DECAY_UNITY - cl.dv)
     decayed_v = torch.sign(prod) * (prod.abs() >> 12)
-    v = torch.clamp(wrap_int32(decayed_v + u + cl.bias), -(STATE_MAX - 1), STATE_MAX - 1)
+    v = torch.clamp(wrap_int32(decayed_v + u + cl.bias), -(STATE_WRAP - 1), STATE_WRAP - 1)
     spikes = v > cl.vth
     v = torch.where(spikes, v - cl.vth if cl.subtract else torch.zeros_like(v), v)
     return u, v, spikes
 
 
-def step_neurons_fast(cl: _CompiledLayer, u, v, a_in):
+def step_neurons_fast(cl: CompiledLayer, u, v, a_in):
     """The same step for layers whose current provably stays inside 24 bits: float64, in place.
 
     Every value is an integer below 2^36 and (4096 - dv) / 4096 is a dyadic
@@ -197,7 +296,7 @@ def step_neurons_fast(cl: _CompiledLayer, u, v, a_in):
         u = u.mul_(cl.du_keep).trunc_().add_(a_in, alpha=64)
     else:
         u = a_in * 64
-    v = v.mul_(cl.dv_keep).trunc_().add_(u).add_(cl.bias_f).clamp_(-(STATE_MAX - 1), STATE_MAX - 1)
+    v = v.mul_(cl.dv_keep).trunc_().add_(u).add_(cl.bias_f).clamp_(-(STATE_WRAP - 1), STATE_WRAP - 1)
     spikes = v > cl.vth_f
     if cl.subtract:
         return u, torch.where(spikes, v - cl.vth_f, v), spikes
@@ -208,78 +307,85 @@ NEURON_PATHS = ("kernel", "torch")
 
 
 def run(program: Program, inputs: np.ndarray, record: bool = False, batch_size: int = 256,
-        progress: str | None = None, neurons: str = "kernel") -> RunResult:
+        progress: str | None = None, neurons: str = "kernel", device: str = "cpu") -> RunResult:
     """Run ``inputs`` (samples, *input_shape) integers held for every step, or
     (samples, steps, *input_shape) per step, through the program.
 
     ``neurons``: "kernel" updates each feed-forward layer's neurons over all
     steps in one compiled pass; "torch" steps them with tensor operations
     (the reference the kernel is tested against). Both give the same integers.
+    ``device``: "cpu", "cuda" or "auto" (CUDA when torch sees one); on CUDA
+    every layer takes the torch path on the device, with the same integers.
+    Batches shrink below ``batch_size`` where a program's activity would
+    exceed ``BATCH_MEMORY``.
     """
     if neurons not in NEURON_PATHS:
         raise ValueError(f"neurons must be one of {NEURON_PATHS}, got {neurons!r}")
+    target = resolve_device(device)
     inputs = np.asarray(inputs)
-    if inputs.size and (inputs.min() < 0 or inputs.max() > program.input_levels
-                        or not np.array_equal(inputs, np.round(inputs))):
-        raise UserError(f"inputs must be integers in [0, {program.input_levels}] (the program's input levels)")
-    compiled = [_CompiledLayer(program, layer) for layer in program.layers]
-    parts = [_run_batch(program, compiled, inputs[batch], record, neurons)
+    program.check_inputs(inputs)
+    compiled = [CompiledLayer(program, layer, target) for layer in program.layers]
+    neuron_steps = program.steps * sum(layer.size for layer in program.layers)
+    per_sample = neuron_steps * (BYTES_PER_NEURON_STEP + (RECORD_BYTES_PER_NEURON_STEP if record else 0))
+    batch_size = max(1, min(batch_size, BATCH_MEMORY // max(per_sample, 1)))
+    last_use = {}
+    for i, cl in enumerate(compiled):
+        for entry in cl.feed:
+            last_use[entry[0].source] = i
+    parts = [_run_batch(program, compiled, inputs[batch], record, neurons, target, last_use)
              for batch in iterate_batches(len(inputs), batch_size, progress)]
     return RunResult.concatenate(parts)
 
 
-def _run_batch(program: Program, compiled: list[_CompiledLayer], x: np.ndarray, record: bool,
-               neurons: str) -> RunResult:
-    steps, n_in = program.steps, int(np.prod(program.input_shape))
-    b = len(x)
+def _run_batch(program: Program, compiled: list[CompiledLayer], x: np.ndarray, record: bool,
+               neurons: str, device: torch.device, last_use: dict) -> RunResult:
+    steps, b = program.steps, len(x)
     x = torch.as_tensor(x, dtype=torch.float32)
-    if x.dim() == 1 + len(program.input_shape):
-        x = x.unsqueeze(1).expand(b, steps, *program.input_shape)
-    acts = {INPUT: x.reshape(b * steps, n_in)}
-    nonzero = (acts[INPUT] != 0).reshape(b, steps, n_in)
-    activity = {INPUT: LayerActivity(nonzero.sum((0, 1)).numpy().astype(np.int64),
-                                     nonzero.sum((0, 2)).numpy().astype(np.int64))}
+    held = x.dim() == 1 + len(program.input_shape)
+    x = x.reshape(b, 1 if held else steps, int(np.prod(program.input_shape)))
+    nonzero = x != 0
+    per_neuron, per_step = nonzero.sum((0, 1)).numpy().astype(np.int64), nonzero.sum((0, 2)).numpy().astype(np.int64)
+    if held:
+        per_neuron, per_step = per_neuron * steps, np.repeat(per_step, steps)
+    activity = {INPUT: LayerActivity(per_neuron, per_step)}
+    acts = {INPUT: x.to(device)}
     trains, us, vs = {}, {}, {}
     readout = None
-    for cl in compiled:
-        n = cl.layer.size
-        dtype = torch.int64 if cl.exact_path else torch.float64
-        combine = (lambda a, c: wrap_int32(a + c)) if cl.exact_path else torch.add
-        a_ff = None
-        for entry in cl.feed:
-            a_in = cl.synaptic_input(entry, acts[entry[0].source])
-            a_ff = a_in if a_ff is None else combine(a_ff, a_in)
-        if cl.constant_input is not None:
-            a_ff = combine(a_ff, cl.constant_input)
-        a_ff = a_ff.reshape(b, steps, n)
-        if neurons == "kernel" and not cl.recurrent:
-            spikes, u_trace, v_trace, v = _kernel_steps(cl, a_ff, record)
+    for i, cl in enumerate(compiled):
+        name = cl.layer.name
+        if neurons == "kernel" and not cl.recurrent and device.type == "cpu":
+            spikes, counts, u_trace, v_trace, v = _kernel_steps(cl, *cl.kernel_input(acts, b), steps, record)
         else:
-            spikes, u_trace, v_trace, v = _torch_steps(cl, a_ff, record, combine, dtype)
-        acts[cl.layer.name] = spikes.reshape(b * steps, n).to(torch.float32)
-        activity[cl.layer.name] = LayerActivity(spikes.sum((0, 1)).numpy().astype(np.int64),
-                                                spikes.sum((0, 2)).numpy().astype(np.int64))
+            spikes, counts, u_trace, v_trace, v = _torch_steps(cl, cl.feed_input(acts, b), steps, record)
+        acts[name] = spikes
+        activity[name] = counts
+        for source in [s for s, last in last_use.items() if last == i]:
+            del acts[source]
         if record:
-            trains[cl.layer.name] = spikes.numpy().astype(np.uint8)
-            us[cl.layer.name], vs[cl.layer.name] = u_trace.numpy(), v_trace.numpy()
-        if cl.layer.name == program.output:
+            trains[name] = spikes.cpu().numpy().astype(np.uint8)
+            us[name], vs[name] = u_trace, v_trace
+        if name == program.output:
             if program.readout == "spike_count":
-                readout = spikes.sum(1).numpy().astype(np.float64)
+                readout = spikes.sum(1).to(torch.float64).cpu().numpy()
             else:
-                readout = v.to(torch.float64).numpy() / cl.layer.v_scale
+                readout = v.to(torch.float64).cpu().numpy() / cl.layer.v_scale
     return RunResult(output=readout, activity=activity, samples=b, steps=steps,
                      trains=trains, u=us, v=vs)
 
 
-def _torch_steps(cl: _CompiledLayer, a_ff: torch.Tensor, record: bool, combine, dtype):
-    """The neuron update step by step in torch: the reference path, and the one recurrent layers take."""
-    b, steps, n = a_ff.shape
+def _torch_steps(cl: CompiledLayer, a_ff: torch.Tensor, steps: int, record: bool):
+    """The neuron update step by step in torch: the reference path, the one recurrent layers take,
+    and the one on a GPU. Returns (spikes as floats, activity, u and v traces, final v)."""
+    b, n = a_ff.shape[0], cl.layer.size
+    a_ff = a_ff.expand(b, steps, n)
+    combine = (lambda a, c: wrap_int32(a + c)) if cl.exact_path else torch.add
     step = step_neurons if cl.exact_path else step_neurons_fast
-    u = torch.zeros(b, n, dtype=dtype)
-    v = torch.zeros(b, n, dtype=dtype)
-    spikes = torch.zeros(b, steps, n, dtype=torch.bool)
-    u_trace = torch.zeros(b, steps, n, dtype=torch.int32) if record else None
-    v_trace = torch.zeros(b, steps, n, dtype=torch.int32) if record else None
+    dtype, device = a_ff.dtype, a_ff.device
+    u = torch.zeros(b, n, dtype=dtype, device=device)
+    v = torch.zeros(b, n, dtype=dtype, device=device)
+    spikes = torch.zeros(b, steps, n, dtype=torch.bool, device=device)
+    u_trace = torch.zeros(b, steps, n, dtype=torch.int32, device=device) if record else None
+    v_trace = torch.zeros(b, steps, n, dtype=torch.int32, device=device) if record else None
     for t in range(steps):
         a_in = a_ff[:, t]
         if cl.recurrent and t > 0:
@@ -289,17 +395,22 @@ def _torch_steps(cl: _CompiledLayer, a_ff: torch.Tensor, record: bool, combine, 
         u, v, spikes[:, t] = step(cl, u, v, a_in)
         if record:
             u_trace[:, t], v_trace[:, t] = u.to(torch.int32), v.to(torch.int32)
-    return spikes, u_trace, v_trace, v
+    counts = LayerActivity(spikes.sum((0, 1)).cpu().numpy().astype(np.int64),
+                           spikes.sum((0, 2)).cpu().numpy().astype(np.int64))
+    traces = (u_trace.cpu().numpy(), v_trace.cpu().numpy()) if record else (None, None)
+    return spikes.to(torch.float32), counts, *traces, v
 
 
-def _kernel_steps(cl: _CompiledLayer, a_ff: torch.Tensor, record: bool):
+def _kernel_steps(cl: CompiledLayer, total: np.ndarray, exp: np.ndarray, constant: np.ndarray, steps: int,
+                  record: bool):
     """The neuron update of all steps in one compiled pass (``kernel.lif_layer``), same integers."""
-    b, steps, n = a_ff.shape
-    spikes = np.empty((b, steps, n), dtype=np.bool_)
+    b, n = total.shape[0], cl.layer.size
+    spikes = np.empty((b, steps, n), dtype=np.float32)
+    neuron_counts, step_counts = np.zeros(n, dtype=np.int64), np.zeros(steps, dtype=np.int64)
     trace_shape = (b, steps, n) if record else (0, 0, 0)
     u_trace, v_trace = np.empty(trace_shape, dtype=np.int32), np.empty(trace_shape, dtype=np.int32)
     v_end = np.empty((b, n), dtype=np.int64)
-    lif_layer(a_ff.to(torch.int64).contiguous().numpy(), cl.du.numpy(), cl.dv.numpy(), cl.vth.numpy(),
-              cl.bias.numpy(), cl.subtract, cl.u_decays, spikes, u_trace, v_trace, v_end, record)
-    traces = (torch.from_numpy(u_trace), torch.from_numpy(v_trace)) if record else (None, None)
-    return torch.from_numpy(spikes), *traces, torch.from_numpy(v_end)
+    lif_layer(total, exp, constant, *cl.kernel_arrays, cl.subtract, cl.u_decays, spikes, neuron_counts,
+              step_counts, u_trace, v_trace, v_end, record)
+    traces = (u_trace, v_trace) if record else (None, None)
+    return torch.from_numpy(spikes), LayerActivity(neuron_counts, step_counts), *traces, torch.from_numpy(v_end)

@@ -10,7 +10,10 @@ to the measured ones in the chip spec. The weights are not PilotNet's, so the
 activity is only plausible (sparse, like a trained SNN's); the comparison
 tests the model's scale, not a fit: no constant is taken from this
 measurement except the static power, which is the chip's and not the
-network's.
+network's. The mapping is a fit of another kind: ``core_rows`` sets its
+per-layer cores beside Intel's compiler table (``COMPILER_TABLE``), from
+which some of the chip spec's mapping constants are inferred
+(docs/guides/mapping.md says which).
 """
 
 from __future__ import annotations
@@ -33,6 +36,24 @@ CONVS = ((24, (2, 2), (0, 0)), (36, (2, 2), (0, 0)), (48, (2, 2), (0, 0)), (64, 
 DENSE = (100, 50, 10, 1)
 INPUT_WEIGHT = 64
 """netx's input transform weight W: images in [0, 1] drive the input layer with 0..2W."""
+
+COMPILER_TABLE_SOURCE = ("Intel's compiler on Loihi 2: per-core distribution printed by lava-dl's PilotNet LIF "
+                         "benchmark (tutorials/lava/lib/dl/netx/pilotnet_snn/benchmark.ipynb), 74 cores")
+COMPILER_COLUMNS = ("AxonIn", "NeuronGr", "Neurons", "Synapses", "AxonMap", "AxonMem", "Cores")
+COMPILER_TABLE = {
+    "image": ("Conv(16, 66, 3) (input)", (1, 1, 3168, 0, 1015, 731, 13)),
+    "conv1": ("Conv(4, 32, 24)", (2, 1, 3072, 81, 253, 93, 25)),
+    "conv2": ("Conv(4, 15, 36)", (2, 1, 2160, 864, 113, 32, 13)),
+    "conv3": ("Conv(8, 7, 48)", (2, 1, 2688, 1620, 112, 46, 3)),
+    "conv4": ("Conv(8, 4, 64)", (1, 1, 2048, 2160, 29, 9, 3)),
+    "conv5": ("Conv(16, 2, 64)", (1, 1, 2048, 2880, 1280, 0, 2)),
+    "dense1": ("dense 100", (2560, 1, 8, 7253, 8, 0, 12)),
+    "dense2": ("dense 50", (100, 1, 50, 1300, 50, 0, 1)),
+    "dense3": ("dense 10", (50, 1, 10, 150, 10, 0, 1)),
+    "dense4": ("dense 1", (10, 1, 1, 10, 1, 0, 1)),
+}
+"""Our layer -> (Intel's label, the row in ``COMPILER_COLUMNS``), from ``COMPILER_TABLE_SOURCE``. Synapses
+are memory words per core; a convolution's label gives its tile (columns, rows, channels)."""
 
 
 def pilotnet_program(seed: int = 0) -> Program:
@@ -95,6 +116,18 @@ def comparison_rows(costs: dict, chip) -> list[tuple[str, str, str]]:
          f"{measured('pilotnet_energy_per_inference_mj'):.3f}"),
         ("chips, cores", f"{costs['chips']}, {costs['cores']}", "1, -"),
     ]
+
+
+def core_rows(summary: dict) -> list[tuple]:
+    """Per layer of a PilotNet mapping's ``Mapping.summary``: (layer, Intel's label, our cores, Intel's,
+    our neurons per core, Intel's, our synapse words per core, Intel's, our fan-in axons, Intel's
+    AxonIn, the limit that ended our cores)."""
+    rows = []
+    for layer in summary["layers"]:
+        label, (axons, _, neurons, words, _, _, cores) = COMPILER_TABLE[layer["layer"]]
+        rows.append((layer["layer"], label, layer["cores"], cores, layer["neurons"], neurons,
+                     layer["synapse_words"], words, layer["fan_in_axons"], axons, layer["limited_by"]))
+    return rows
 
 
 def main() -> int:

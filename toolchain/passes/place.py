@@ -36,7 +36,8 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
 from toolchain.errors import UserError
-from toolchain.mapping import HOST_PORT, Flow, Mesh, message_flows, placed_mapping, spike_counts
+from toolchain.mapping import HOST_PORT, Mesh
+from toolchain.traffic import Flow, message_flows, placed_mapping, spike_counts
 
 if TYPE_CHECKING:
     from toolchain.program import Program

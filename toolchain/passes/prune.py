@@ -20,7 +20,7 @@ layer is never pruned structurally (it is the classes).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -32,9 +32,10 @@ from toolchain.synaptic import accumulate, patches
 # Default ridge of the least-squares fits, as a share of the mean input energy (the Gram
 # matrix's diagonal). On the Fashion-MNIST CSNN's validation split 0.1 to 3 pruned equally well.
 RIDGE = 0.3
-METHODS = ("structured", "magnitude", "global-magnitude")
-RANKS = ("l1", "activity", "redundancy")
-COMPENSATIONS = ("regression", "mean", "none")
+Method = Literal["structured", "magnitude", "global-magnitude"]
+Rank = Literal["l1", "activity", "redundancy"]
+Compensation = Literal["regression", "mean", "none"]
+METHODS, RANKS, COMPENSATIONS = get_args(Method), get_args(Rank), get_args(Compensation)
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ class PruneOptions:
     as a share of the mean input energy."""
 
     ratio: float
-    method: Literal["magnitude", "global-magnitude", "structured"] = "structured"
-    rank: Literal["l1", "activity", "redundancy"] = "l1"
-    compensation: Literal["mean", "regression", "none"] = "none"
+    method: Method = "structured"
+    rank: Rank = "l1"
+    compensation: Compensation = "none"
     ridge: float = RIDGE
 
     def __post_init__(self):
@@ -64,6 +65,11 @@ class PruneOptions:
             raise UserError(f"unknown pruning compensation {self.compensation!r}; use {', '.join(COMPENSATIONS)}")
         if not self.ridge > 0:  # zero leaves the fit singular whenever a kept unit never fired
             raise UserError(f"pruning ridge {self.ridge:g} must be positive")
+
+
+CALIBRATED = PruneOptions(0.0, "structured", "redundancy", "regression")
+"""The recipe when calibration data is at hand (the command line's default); ``PruneOptions``'s own
+defaults are the one that needs none."""
 
 
 @dataclass
@@ -117,8 +123,7 @@ def prune(graph: Graph, options: PruneOptions, calibration: Calibration | None =
 
 
 def _with_connections(graph: Graph, connections: list[Connection]) -> Graph:
-    return Graph(graph.input_shape, graph.populations, connections, graph.output, graph.steps, graph.dt,
-                 graph.input_levels, dict(graph.metadata))
+    return graph.replace(connections=connections)
 
 
 def _zero_smallest(conn: Connection, ratio: float) -> Connection:
@@ -223,8 +228,7 @@ def remove_units(graph: Graph, removed: dict[str, np.ndarray], options: PruneOpt
                                    threshold=pop.threshold[kept], bias=pop.bias[kept],
                                    current_bias=pop.current_bias[kept]))
     connections = [_slice_connection(graph, c, keep) for c in graph.connections]
-    return Graph(graph.input_shape, populations, connections, graph.output, graph.steps, graph.dt,
-                 graph.input_levels, dict(graph.metadata))
+    return graph.replace(populations=populations, connections=connections)
 
 
 def _regularised(gram: np.ndarray, share: float) -> np.ndarray:
@@ -290,8 +294,7 @@ def _fold_removed(graph: Graph, kept_channels: dict[str, np.ndarray], units: dic
                                              in_shape, conn.stride, conn.padding).numpy().reshape(-1)
         connections.append(replace(conn, weight=w))
     populations = [_with_mean_drive(p, extra[p.name]) if extra[p.name].any() else p for p in graph.populations]
-    return Graph(graph.input_shape, populations, connections, graph.output, graph.steps, graph.dt,
-                 graph.input_levels, dict(graph.metadata))
+    return graph.replace(populations=populations, connections=connections)
 
 
 def _with_mean_drive(pop: Population, drive: np.ndarray) -> Population:

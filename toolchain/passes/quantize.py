@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -31,22 +31,17 @@ from scipy.sparse.csgraph import connected_components
 
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, Connection, Graph, Population
-from toolchain.program import Layer, Program, Synapses
+from toolchain.program import (BIAS_EXP_MAX, BIAS_MANT_MAX, CURRENT_BIAS_EXP_MAX, CURRENT_BIAS_MANT_MAX, DECAY_MAX,
+                               DECAY_UNITY, STATE_MAX, VTH_MAX, Layer, Program, Synapses)
 
-DECAY_UNITY = 4096
-VTH_MAX = 2**17 - 1
-BIAS_MANT_MAX = 4095
-BIAS_EXP_MAX = 7
 BIAS_MAX = BIAS_MANT_MAX * 2**BIAS_EXP_MAX
-CURRENT_BIAS_MANT_MAX = 255
-CURRENT_BIAS_EXP_MAX = 7
 CURRENT_BIAS_MAX = (CURRENT_BIAS_MANT_MAX - 1) * 2**CURRENT_BIAS_EXP_MAX * 64
 """Largest current bias in u units (the axon's input is shifted by 6 into u)."""
-STATE_MAX = 2**23 - 1
 DIGITAL_MAX_BITS = 16
 """Widest weights the generic digital target (``fake_quantize``) takes."""
-WEIGHT_SCALES = ("mse", "max", "percentile", "output-mse")
-GRANULARITIES = ("tensor", "channel")
+WeightScale = Literal["mse", "max", "percentile", "output-mse"]
+Granularity = Literal["tensor", "channel"]
+WEIGHT_SCALES, GRANULARITIES = get_args(WeightScale), get_args(Granularity)
 
 
 @dataclass(frozen=True)
@@ -63,8 +58,8 @@ class QuantizeOptions:
     calibration data back into the bias."""
 
     bits: int = 8
-    weight_scale: Literal["max", "percentile", "mse", "output-mse"] = "mse"
-    granularity: Literal["tensor", "channel"] = "tensor"
+    weight_scale: WeightScale = "mse"
+    granularity: Granularity = "tensor"
     bias_correction: bool = False
 
     def __post_init__(self):
@@ -133,8 +128,8 @@ def _quantize_population(graph: Graph, pop: Population, incoming: list[Connectio
                          options: QuantizeOptions, exp_range, rates) -> tuple[Layer, list[Synapses]]:
     step, qmax = weight_grid(options.bits)
     n = pop.size
-    du = np.clip(np.round(DECAY_UNITY * (1 - pop.alpha)) - 1, 0, 4095).astype(int)
-    dv = np.clip(np.round(DECAY_UNITY * (1 - pop.beta)), 0, 4095).astype(int)
+    du = np.clip(np.round(DECAY_UNITY * (1 - pop.alpha)) - 1, 0, DECAY_MAX).astype(int)
+    dv = np.clip(np.round(DECAY_UNITY * (1 - pop.beta)), 0, DECAY_MAX).astype(int)
     vth = np.zeros(n, dtype=int)
     v_scale = np.zeros(n)
     exps = {id(c): np.zeros(n, dtype=int) for c in incoming}
@@ -248,8 +243,7 @@ def fake_quantize(graph: Graph, options: QuantizeOptions, rates=None) -> Graph:
             deltas = np.full(rows.shape[0], choose_weight_step(rows, qmax, options.weight_scale, importance))
         snapped = np.clip(np.round(rows / deltas[:, None]), -qmax, qmax) * deltas[:, None]
         connections.append(replace(conn, weight=snapped.reshape(w.shape)))
-    return Graph(graph.input_shape, graph.populations, connections, graph.output, graph.steps, graph.dt,
-                 graph.input_levels, dict(graph.metadata))
+    return graph.replace(connections=connections)
 
 
 def _importance(conn: Connection, rates, graph: Graph) -> np.ndarray:
@@ -282,8 +276,7 @@ def correct_bias(graph: Graph, options: QuantizeOptions, rates) -> Graph:
         into_current = pop.alpha > 0  # the rounding error enters the current, which a CubaLIF filters
         populations.append(replace(pop, bias=pop.bias + np.where(into_current, 0.0, shift),
                                    current_bias=pop.current_bias + np.where(into_current, shift, 0.0)))
-    return Graph(graph.input_shape, populations, graph.connections, graph.output, graph.steps, graph.dt,
-                 graph.input_levels, dict(graph.metadata))
+    return graph.replace(populations=populations)
 
 
 def _drive_bound(graph: Graph, pop: Population, incoming: list[Connection]) -> np.ndarray:

@@ -1,0 +1,123 @@
+"""Cross-backend check: the same program and samples on several targets, side by side.
+
+Accuracy per backend, agreement of predicted labels between every pair, and
+for the two bit-accurate backends (the native emulator and Lava) exact
+agreement of every spike, u and v, with the first place they diverge. That
+last check gates CI: the emulator is only trustworthy while it equals Lava.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from snn_compile.compile import Compiled
+from toolchain.results import RunResult
+from toolchain.errors import UserError
+
+
+@dataclass
+class Divergence:
+    """Where two recorded runs first differ: earliest layer (program order), then sample, step, neuron."""
+
+    quantity: str
+    layer: str
+    sample: int
+    step: int
+    neuron: int
+    values: tuple[int, int]
+
+    def describe(self) -> str:
+        return (f"{self.quantity} of layer {self.layer}, neuron {self.neuron}, sample {self.sample}, "
+                f"step {self.step}: {self.values[0]} vs {self.values[1]}")
+
+
+def first_divergence(a: RunResult, b: RunResult, layers: list[str]) -> Divergence | None:
+    """The first differing spike, u or v; layers in feed-forward order, spikes before u before v."""
+    for layer in layers:
+        candidates = []
+        for quantity in ("trains", "u", "v"):
+            x, y = getattr(a, quantity).get(layer), getattr(b, quantity).get(layer)
+            if x is None or y is None:
+                continue
+            if x.shape != y.shape:
+                raise ValueError(f"{quantity} of {layer}: shapes {x.shape} and {y.shape} differ")
+            where = np.argwhere(x != y)
+            if len(where):
+                s, t, n = (int(i) for i in where[0])
+                name = "spikes" if quantity == "trains" else quantity
+                candidates.append(Divergence(name, layer, s, t, n, (int(x[s, t, n]), int(y[s, t, n]))))
+        if candidates:
+            return min(candidates, key=lambda d: (d.sample, d.step))
+    return None
+
+
+def bit_accurate_pair(compiled: dict[str, Compiled]) -> tuple[str, str] | None:
+    """The first two bit-accurate targets that run the same program: their runs must agree exactly."""
+    names = [n for n, c in compiled.items() if c.target.bit_accurate]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if compiled[a].program is compiled[b].program:
+                return a, b
+    return None
+
+
+def compare(compiled: dict[str, Compiled], x: np.ndarray, y: np.ndarray, batch_size: int = 256,
+            device: str | None = None) -> dict:
+    """Run every target's compiled model on the same samples (``device``: for the targets that take
+    one); returns the comparison as plain data."""
+    if not compiled:
+        raise UserError("--targets: name each target once, e.g. reference,loihi2,lava")
+    pair = bit_accurate_pair(compiled)
+    results = {}
+    for name, model in compiled.items():
+        record = pair is not None and name in pair
+        options = {"record": True} if record else {}
+        if model.target.devices:
+            options["device"] = device
+        results[name] = model.target.run(model.model, x, batch_size=batch_size, progress=name, **options)
+    targets = list(compiled)
+    predictions = {name: r.predictions() for name, r in results.items()}
+    comparison = {
+        "samples": int(len(x)),
+        "accuracy": {name: float(np.mean(p == y)) for name, p in predictions.items()},
+        "agreement": {f"{a}/{b}": float(np.mean(predictions[a] == predictions[b]))
+                      for i, a in enumerate(targets) for b in targets[i + 1:]},
+    }
+    if pair is not None:
+        program = compiled[pair[0]].program
+        layers = [layer.name for layer in program.layers]
+        a, b = (results[name] for name in pair)
+        divergence = first_divergence(a, b, layers)
+        comparison["exact"] = {
+            "targets": list(pair),
+            "equal": divergence is None,
+            "spikes_compared": int(sum(a.trains[n].size for n in layers)),
+            "spikes": int(sum(a.trains[n].sum() for n in layers)),
+            "differing": {q: int(sum(np.count_nonzero(getattr(a, q)[n] != getattr(b, q)[n]) for n in layers))
+                          for q in ("trains", "u", "v")},
+            "first_divergence": None if divergence is None else divergence.describe(),
+        }
+    return comparison
+
+
+def table(comparison: dict) -> str:
+    """The comparison as the terminal shows it."""
+    lines = [f"{comparison['samples']} test samples", "", f"{'backend':<12} {'accuracy':>8}"]
+    lines += [f"{name:<12} {acc:>8.4f}" for name, acc in comparison["accuracy"].items()]
+    if comparison["agreement"]:
+        lines += ["", f"{'pair':<24} {'label agreement':>15}"]
+        lines += [f"{pair:<24} {value:>15.4f}" for pair, value in comparison["agreement"].items()]
+    exact = comparison.get("exact")
+    if exact:
+        a, b = exact["targets"]
+        lines.append("")
+        if exact["equal"]:
+            lines.append(f"{a} vs {b}: bit-exact: all {exact['spikes_compared']} spike slots "
+                         f"({exact['spikes']} spikes), every u and v equal")
+        else:
+            diff = exact["differing"]
+            lines.append(f"{a} vs {b}: DIFFER: {diff['trains']} spike slots, {diff['u']} u and {diff['v']} v values")
+            lines.append(f"first divergence: {exact['first_divergence']}")
+    return "\n".join(lines)
