@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +24,11 @@ from toolchain.errors import UserError
 
 MARKER = ".snn-compile"
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+STOP = threading.Event()
+"""Set by a handler of SIGINT/SIGTERM before it raises: the exception it raises can be lost (raised inside
+an object's finalizer, Python only prints it), and no output is committed once a stop was asked for."""
 
 
 @contextmanager
@@ -134,10 +140,14 @@ class StagingDir:
     ``record``: what the marker says about the output (the command that wrote it).
     """
 
-    def __init__(self, out_dir: str | Path, record: dict, force: bool = False, inputs: tuple = ()):
+    def __init__(self, out_dir: str | Path, record: dict, force: bool = False, inputs: tuple = (),
+                 partial: bool = False):
         self.out_dir = Path(out_dir)
         self.record = {"written_by": "snn-compile", **record}
         self.force = force
+        self.partial = partial
+        """True: what is written is valid however the run ends (a sweep's finished rows), so it is
+        committed after a stop was asked for too."""
         self.staging: Path | None = None
         _refuse_protected(self.out_dir, inputs)
         self._check_replaceable()
@@ -190,6 +200,8 @@ class StagingDir:
     def _commit(self) -> None:
         os.chmod(self.staging, public_mode(directory=True))
         with deferred_signals():
+            if STOP.is_set() and not self.partial:
+                raise KeyboardInterrupt("stop requested")
             if _rename_into_place(self.staging, self.out_dir):
                 return
             try:  # another writer finished first, or the directory was ours and force said to replace it

@@ -14,6 +14,7 @@ import warnings
 
 from snn_compile.cli.common import one_line
 from toolchain.errors import UserError
+from toolchain.files import STOP
 
 COMMANDS = {
     "compile": ("compile", "parser", "run"),
@@ -66,8 +67,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, taken the way Ctrl-C is: outputs in progress are removed on the way out."""
 
 
+_TERMINATED = threading.Event()
+"""SIGTERM (not Ctrl-C) asked the run to stop: its exit status is 143."""
+
+
 def _terminate(signum, frame):
+    _TERMINATED.set()
+    STOP.set()
     raise Terminated()
+
+
+def _interrupt(signum, frame):
+    STOP.set()
+    raise KeyboardInterrupt()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,11 +89,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = argv.pop(0) if argv[0] in COMMANDS else "compile"
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    STOP.clear()
+    _TERMINATED.clear()
+    previous = {sig: signal.signal(sig, handler) for sig, handler in ((signal.SIGTERM, _terminate),
+                                                                     (signal.SIGINT, _interrupt))} \
+        if in_main_thread else {}
     try:
         with warnings.catch_warnings():  # library warnings are noise on a command line; real problems are errors
             warnings.simplefilter("ignore")
-            return _run(command, argv)
+            status = _run(command, argv)
+        if STOP.is_set():  # the handler's exception was lost in a finalizer: still a stopped run
+            raise KeyboardInterrupt()
+        return status
     except UserError as exc:
         print(f"snn-compile: error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -90,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"snn-compile: error: {where}{one_line(exc.strerror or exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated)
+        terminated = isinstance(exc, Terminated) or _TERMINATED.is_set()
         print(f"snn-compile: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(command: str, argv: list[str]) -> int:

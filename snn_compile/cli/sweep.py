@@ -121,7 +121,7 @@ def run(args) -> int:
     out_dir = args.output or model_path.with_name(f"{model_path.stem}-sweep")
     options = _sweep_options(args, read_input(model_path))
     output = StagingDir(out_dir, {"command": "sweep", "sweep": {"options": options, "complete": True}},
-                        force=args.force or args.resume, inputs=(args.model,))
+                        force=args.force or args.resume, inputs=(args.model,), partial=True)
     finished = _finished_rows(out_dir, options) if args.resume else []
     source, dataset = model_with_data(args, "sweep")
     data = split_data(dataset, calibration=args.calibration, test_samples=args.samples,

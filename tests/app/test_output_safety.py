@@ -252,3 +252,20 @@ def test_the_marker_says_what_wrote_the_directory(tmp_path):
         fill(staging, "rows")
     assert json.loads((tmp_path / "out" / MARKER).read_text()) == {
         "written_by": "snn-compile", "command": "sweep", "sweep": {"complete": False}}
+
+
+def test_a_stop_whose_exception_was_lost_commits_nothing(tmp_path):
+    """A signal handler's exception raised inside an object's finalizer is only printed by Python; the
+    stop it asked for still keeps the output from being committed (a sweep's finished rows excepted)."""
+    from toolchain.files import STOP
+
+    STOP.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with StagingDir(tmp_path / "out", {"command": "compile"}) as staging:
+                (staging / "report.json").write_text("{}")
+        with StagingDir(tmp_path / "rows", {"command": "sweep"}, partial=True) as staging:
+            (staging / "sweep.json").write_text("[]")
+    finally:
+        STOP.clear()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows"]
