@@ -52,7 +52,7 @@ def main() -> int:
     subprocess.run(cli + ["sweep", str(model), "--bits", "16,8,4,2", "--prune", "0.1,0.2,0.3", "--grid", "axes",
                           "--finetune-epochs", str(args.finetune_epochs), "--finetune-samples",
                           str(args.finetune_samples), "--calibration", str(args.calibration),
-                          "--prune-search", args.prune_search, "-o", str(args.out / "sweep")], check=True)
+                          "--prune-search", args.prune_search, "-o", str(args.out / "sweep"), "--force"], check=True)
     import json
     rows = json.loads((args.out / "sweep" / "sweep.json").read_text())
     args.doc.parent.mkdir(parents=True, exist_ok=True)
