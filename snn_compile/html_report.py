@@ -44,8 +44,10 @@ def _summary(report: dict) -> str:
         facts.append(f"{report['mapping']['cores']} cores on {report['mapping']['chips']} chip(s)")
     costs = report.get("costs", {})
     if "loihi" in costs:
-        facts.append(f"Loihi estimate {number(costs['loihi']['total_pj'] / 1e3)} nJ, "
-                     f"{number(costs['loihi']['latency_s'] * 1e6)} us per inference")
+        loihi = costs["loihi"]
+        facts.append(f"Loihi estimate {number(loihi['energy_pj'] / 1e3)} nJ dynamic, "
+                     f"{number(loihi['total_pj'] / 1e3)} nJ with static power, "
+                     f"{number(loihi['latency_s'] * 1e6)} us per inference")
     if "digital45nm" in costs:
         facts.append(f"45 nm {number(costs['digital45nm']['energy_pj'] / 1e3)} nJ per inference")
     return "<p>" + " &middot; ".join(facts) + "</p>"
