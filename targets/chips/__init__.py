@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,14 @@ def available_chips() -> list[str]:
 
 
 def load_chip(name: str) -> ChipSpec:
-    path = SPEC_DIR / f"{name}.json"
+    """The spec ``targets/chips/<name>.json``, read once per process (it is asked for per run, per row
+    and per bit check; a spec is frozen and its tables are never written)."""
+    return _read_spec(name, SPEC_DIR)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_spec(name: str, spec_dir: Path) -> ChipSpec:
+    path = spec_dir / f"{name}.json"
     if not path.is_file():
         raise UserError(f"unknown chip {name!r}; known chips: {', '.join(available_chips())}")
     try:
