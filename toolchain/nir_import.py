@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import nir
 import numpy as np
@@ -62,7 +63,8 @@ class Convention:
     ``if_discretisation``: "discrete" (``v <- v + R I`` per step) or "euler"
     (``v <- v + dt R I``). ``departures``: where the framework's own simulation
     differs from what we compute, reported as notes; ``subtract_departure``
-    only when the graph is compiled with reset by subtraction.
+    only when the graph is compiled with reset by subtraction. ``correct``:
+    undoes a known exporter bug on the flattened nodes and returns its note.
     """
 
     dt: float | None
@@ -70,6 +72,28 @@ class Convention:
     if_discretisation: Literal["discrete", "euler"] = "discrete"
     departures: tuple[str, ...] = ()
     subtract_departure: str | None = None
+    correct: Callable[[dict, float], str | None] | None = None
+
+
+def _norse_exports(nodes: dict, dt: float) -> str | None:
+    """Undo Norse 1.1.0's ``to_nir``: it writes every time constant as ``dt * tau`` and a LIFCell's
+    ``w_in`` as 1 where the cell adds its input to the current unscaled (``tau_syn / dt`` in NIR's
+    Euler step). Applied only to a graph that shows the symptom, every time constant below dt,
+    so a fixed exporter is read as written. Rewrites ``nodes`` in place (copies of the nodes);
+    returns the note for the report."""
+    neurons = {n: node for n, node in nodes.items() if isinstance(node, (nir.LIF, nir.CubaLIF, nir.LI))}
+    taus = [np.asarray(getattr(node, attr), dtype=np.float64) for node in neurons.values()
+            for attr in ("tau", "tau_mem", "tau_syn") if hasattr(node, attr)]
+    if not taus or not all(np.all(t < dt) for t in taus):
+        return None
+    for name, node in neurons.items():
+        changes = {attr: np.asarray(getattr(node, attr)) / dt for attr in ("tau", "tau_mem", "tau_syn")
+                   if hasattr(node, attr)}
+        if isinstance(node, nir.CubaLIF) and np.all(np.asarray(node.w_in) == 1):
+            changes["w_in"] = changes["tau_syn"] / dt
+        nodes[name] = dataclasses.replace(node, **changes)
+    return (f"Norse 1.1.0 writes time constants as dt x tau and a LIFCell's input gain as 1: time constants "
+            f"divided by dt={dt:g} and CubaLIF w_in set to tau_syn/dt, which is what Norse computes")
 
 
 OURS = "snn-compile"
@@ -79,7 +103,7 @@ CONVENTIONS = {
         "snnTorch's subtract reset is not an immediate subtract: with reset_delay=True (its default) the "
         "threshold comes off one step late, after the decay, and with reset_delay=False a membrane still above "
         "threshold after a reset fires again only above twice the threshold; spike counts differ there")),
-    "norse": Convention(1e-3, "zero"),
+    "norse": Convention(1e-3, "zero", correct=_norse_exports),
     "sinabs": Convention(1.0, "subtract", departures=(
         "Sinabs decays by exp(-dt/tau), fires on v >= threshold and emits several spikes per step "
         "(MultiSpike); compiled with forward Euler and one spike per step (v > threshold)",
@@ -207,7 +231,8 @@ def graph_from_nir(nir_graph: nir.NIRGraph, options: ImportOptions | None = None
         (src, dst), name = dangling
         raise UserError(f"the NIR graph's edge {src!r} -> {dst!r} names node {name!r}, which the graph does not have")
     run = _run_conventions(meta, nodes, options)
-    notes.extend(run.convention.departures)
+    correction = run.convention.correct and run.convention.correct(nodes, run.dt[0])
+    notes.extend(run.convention.departures + ((correction,) if correction else ()))
     if run.reset[0] == "subtract" and run.convention.subtract_departure:
         notes.append(run.convention.subtract_departure)
 

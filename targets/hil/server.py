@@ -91,6 +91,7 @@ class Limits:
     neurons: int = 1 << 21
     synapses: int = 1 << 26
     board_bytes: int = 1 << 30
+    memory_bytes: int = 4 << 30
     connections: int = 16
     idle_seconds: float = 300.0
     load_seconds: float = 30.0
@@ -135,6 +136,8 @@ LIMIT_OPTIONS = {  # limit -> (serve option, unit, what it bounds)
     "synapses": ("--max-synapses", "synapses", "synapse weights a program may declare"),
     "board_bytes": ("--max-board-memory", "bytes", "bytes of memory one connection's board may need: its "
                     "program, the state of every lane and one step request's inputs and results"),
+    "memory_bytes": ("--max-memory", "bytes", "bytes of memory all connections' boards may need together; a load "
+                     "or step request that would pass it is refused while the others hold it"),
     "connections": ("--max-connections", "connections", "connections served at once; more are answered with an "
                     "error and closed"),
     "idle_seconds": ("--idle-timeout", "s", "seconds a connection may wait for its next request, or inside one, "
@@ -330,6 +333,7 @@ class Server:
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.connections: dict[socket.socket, threading.Thread] = {}
+        self.reserved_bytes = 0  # what the connections' boards and running steps need together
         self.reserve_fd: int | None = os.open(os.devnull, os.O_RDONLY)
 
     @staticmethod
@@ -466,6 +470,7 @@ class Server:
     # -- one connection --------------------------------------------------------
 
     def _serve_connection(self, conn: socket.socket) -> None:
+        session = None
         try:
             conn.settimeout(self.limits.idle_seconds)
             if conn.family == socket.AF_INET:  # a reply's last partial segment must not wait for the host's ACK
@@ -504,7 +509,21 @@ class Server:
         finally:
             with self.lock:
                 self.connections.pop(conn, None)
+            if session is not None:
+                session.close()
             conn.close()
+
+    def reserve(self, need: int, what: str) -> None:
+        """Count ``need`` bytes against the limit of all connections together, or refuse ``what``."""
+        with self.lock:
+            if self.reserved_bytes + need > self.limits.memory_bytes:
+                raise UserError(self.limits.refusal("memory_bytes", f"{what} needs about {need >> 20:,} MiB while "
+                                                    f"the other connections hold {self.reserved_bytes >> 20:,} MiB"))
+            self.reserved_bytes += need
+
+    def release(self, amount: int) -> None:
+        with self.lock:
+            self.reserved_bytes -= amount
 
     def _receive(self, conn: socket.socket) -> Message:
         """The next request; a frame over the message limit is refused before its body is read."""
@@ -592,7 +611,12 @@ class _Session:
         if need > self.limits.board_bytes:
             raise UserError(self.limits.refusal("board_bytes", f"a step request of {steps:,} steps x {chip.lanes:,} "
                                                 f"lanes needs about {need >> 20:,} MiB with its chip"))
-        result = chip.step(inputs, probe=probe)
+        request_bytes = need - self.chip_bytes
+        self.server.reserve(request_bytes, f"a step request of {steps:,} steps x {chip.lanes:,} lanes")
+        try:
+            result = chip.step(inputs, probe=probe)
+        finally:
+            self.server.release(request_bytes)
         arrays = {"output": result.output}
         for name in result.spikes:
             arrays.update({f"spikes/{name}": result.spikes[name], f"u/{name}": result.u[name],
@@ -619,9 +643,20 @@ class _Session:
         from targets.loihi2.chip import Chip
 
         need = checked_board_bytes(program, lanes, self.limits, f"load of {lanes:,} lanes of this program")
-        chip = Chip(program, lanes=lanes, reset_interval=reset_interval, step_period=self.server.step_period)
+        self.server.reserve(need, f"load of {lanes:,} lanes of this program")
+        try:
+            chip = Chip(program, lanes=lanes, reset_interval=reset_interval, step_period=self.server.step_period)
+        except BaseException:
+            self.server.release(need)
+            raise
+        self.server.release(self.chip_bytes)
         self.chip_bytes = need
         return chip
+
+    def close(self) -> None:
+        """The connection ended: its board's memory is free for the others."""
+        self.server.release(self.chip_bytes)
+        self.chip, self.chip_bytes = None, 0
 
 
 def _whole_number(value, name: str) -> int:

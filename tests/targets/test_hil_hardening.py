@@ -225,6 +225,28 @@ def test_a_chip_too_large_for_the_memory_limit_is_refused_and_the_estimate_bound
     serves_the_emulators_integers(address, program, samples)
 
 
+def test_connections_share_one_memory_budget_and_a_closed_one_gives_its_share_back(program, samples):
+    """Each board is under --max-board-memory, but together they may not pass --max-memory; what a
+    connection held is free again once it closes."""
+    large = mlp_program(64, 4096)
+    need, step = board_bytes(large, 1), step_bytes(large, 1, 1, False)
+    assert step < need // 2
+    with _server(None, board_bytes=need + step, memory_bytes=need + need // 2) as server:
+        address = _address(server)
+        with Board(address) as first, Board(address) as second:
+            first.load(large)
+            with pytest.raises(BoardError, match=r"^board: load of 1 lanes of this program needs about \d+ MiB "
+                               r"while the other connections hold \d+ MiB: this board's limit is [\d.]+ MiB "
+                               r"\(serve --max-memory\)$"):
+                second.load(large)
+            first.step(np.zeros((1, 1, 64), dtype=np.uint8))
+            assert server.reserved_bytes == need  # a step's share is given back when it ends
+        with Board(address) as third:
+            third.load(large)
+            third.step(np.zeros((1, 1, 64), dtype=np.uint8))
+    assert server.reserved_bytes == 0
+
+
 def test_a_served_program_over_the_memory_limit_at_one_lane_is_refused_at_start_up(program_file, program):
     need = board_bytes(program, 1)
     limits = Limits(board_bytes=need - 1)

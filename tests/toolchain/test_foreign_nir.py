@@ -89,12 +89,8 @@ def test_every_corpus_file_reads_and_imports():
     assert len(names) == 16 and all((CORPUS / f"{n}.npz").exists() for n in names)
     for name in names:
         graph, x, recorded, dt, about = case(name)
-        if about["framework"] == "norse":  # its time constants are written dt times too short
-            with pytest.raises(UserError, match="shorter than the step dt=0.001"):
-                ours(graph, x, "norse", "zero")
-        else:
-            assert len(ours(graph, x, about["framework"], "zero", dt=dt if about["framework"] == "nirtorch"
-                            else None)) == len(recorded)
+        assert len(ours(graph, x, about["framework"], "zero", dt=dt if about["framework"] == "nirtorch"
+                        else None)) == len(recorded)
     assert sum(p.stat().st_size for p in CORPUS.iterdir()) < 2 * 2**20
     for strict_fails in ("rockpool_lif", "sinabs_iaf"):
         with pytest.raises(Exception):
@@ -143,6 +139,24 @@ def test_departure_accounts_for_every_difference(name):
     assert not all(np.allclose(a.reshape(r.shape), r, atol=1e-5) for a, r in zip(as_written, recorded))
     assert_reproduces(simulated(fixed, x, dt), recorded)
     assert_reproduces(ours(fixed, x, about["framework"], "zero"), recorded)
+
+
+@pytest.mark.parametrize("name", ["norse_lifbox", "norse_lif", "norse_iaf_li"])
+def test_framework_norse_undoes_its_exporter_and_reproduces_norse(name):
+    graph, x, recorded, dt, _ = case(name)
+    assert_reproduces(ours(graph, x, "norse", "zero"), recorded)
+    imported = graph_from_nir(graph, ImportOptions(steps=x.shape[1], input_levels=1, input_shape=x.shape[2:],
+                                                   framework="norse"))
+    assert any("Norse 1.1.0 writes time constants as dt x tau" in note for note in imported.metadata["notes"])
+    written = [getattr(node, attr) for node in flatten_graph(graph)[0].values() for attr in ("tau", "tau_mem")
+               if hasattr(node, attr)]
+    assert written and all(np.all(np.asarray(tau) < dt) for tau in written)  # the caller's graph is not changed
+
+
+def test_norse_files_without_the_framework_are_refused_with_the_hint():
+    graph, x, *_ = case("norse_lifbox")
+    with pytest.raises(UserError, match="shorter than the step dt=0.0001.*the right --framework"):
+        graph_from_nir(graph, ImportOptions(steps=x.shape[1], input_levels=1, input_shape=x.shape[2:], dt=1e-4))
 
 
 def test_norse_writes_dt_times_tau():
