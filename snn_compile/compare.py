@@ -1,6 +1,8 @@
 """Cross-backend check: the same program and samples on several targets, side by side.
 
-Accuracy per backend, agreement of predicted labels between every pair, and
+Accuracy, energy and latency per backend (each priced by its chip's own cost
+model, or by the 45 nm digital model where it has none), agreement of
+predicted labels between every pair, and
 for the two bit-accurate backends (the native emulator and Lava) exact
 agreement of every spike, u and v, with the first place they diverge. That
 last check gates CI: the emulator is only trustworthy while it equals Lava.
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from snn_compile.compile import Compiled
+from snn_compile.evaluate import cost_report
+from snn_compile.split_run import run_target
 from toolchain.results import RunResult
 from toolchain.errors import UserError
 
@@ -63,10 +67,28 @@ def bit_accurate_pair(compiled: dict[str, Compiled]) -> tuple[str, str] | None:
     return None
 
 
+def costs(model: Compiled, result: RunResult, bits: int) -> dict:
+    """Energy (nJ per inference) and latency (s) of one backend's run, from the chip's own estimate
+    when it has one (Loihi: dynamic energy, static included in ``total_nj``; Xylo: SynSense's
+    published figure, not activity-based), else the 45 nm digital model (which has no latency)."""
+    report = cost_report(model, result, bits)
+    chip_key = model.target.cost_model[0] if model.target.cost_model else None
+    chip = report.get(chip_key)
+    if chip is None:
+        return {"model": "digital45nm", "energy_nj": report["digital45nm"]["energy_pj"] * 1e-3, "latency_s": None}
+    if "energy_pj" in chip:
+        energy = {"energy_nj": chip["energy_pj"] * 1e-3, "total_nj": chip["total_pj"] * 1e-3}
+    elif "energy_per_inference_j" in chip:
+        energy = {"energy_nj": chip["energy_per_inference_j"] * 1e9, "energy_source": chip["energy_source"]}
+    else:
+        energy = {"energy_nj": None}
+    return {"model": chip_key, **energy, "latency_s": chip.get("latency_s")}
+
+
 def compare(compiled: dict[str, Compiled], x: np.ndarray, y: np.ndarray, batch_size: int = 256,
-            device: str | None = None) -> dict:
+            device: str | None = None, executor=None, bits: int = 8) -> dict:
     """Run every target's compiled model on the same samples (``device``: for the targets that take
-    one); returns the comparison as plain data."""
+    one; ``executor``: where the runs' batches go, see ``split_run``); returns the comparison as plain data."""
     if not compiled:
         raise UserError("--targets: name each target once, e.g. reference,loihi2,lava")
     pair = bit_accurate_pair(compiled)
@@ -76,12 +98,13 @@ def compare(compiled: dict[str, Compiled], x: np.ndarray, y: np.ndarray, batch_s
         options = {"record": True} if record else {}
         if model.target.devices:
             options["device"] = device
-        results[name] = model.target.run(model.model, x, batch_size=batch_size, progress=name, **options)
+        results[name] = run_target(model.target, model.model, x, executor, batch_size, name, **options)
     targets = list(compiled)
     predictions = {name: r.predictions() for name, r in results.items()}
     comparison = {
         "samples": int(len(x)),
         "accuracy": {name: float(np.mean(p == y)) for name, p in predictions.items()},
+        "costs": {name: costs(compiled[name], results[name], bits) for name in targets},
         "agreement": {f"{a}/{b}": float(np.mean(predictions[a] == predictions[b]))
                       for i, a in enumerate(targets) for b in targets[i + 1:]},
     }
@@ -102,10 +125,19 @@ def compare(compiled: dict[str, Compiled], x: np.ndarray, y: np.ndarray, batch_s
     return comparison
 
 
+PRICED_BY = {"loihi": "Loihi 2 estimate (dynamic energy)", "xylo": "Xylo: time from Rockpool's cycle model, "
+             "energy SynSense's published figure", "digital45nm": "45 nm digital model (no latency)"}
+
+
 def table(comparison: dict) -> str:
     """The comparison as the terminal shows it."""
-    lines = [f"{comparison['samples']} test samples", "", f"{'backend':<12} {'accuracy':>8}"]
-    lines += [f"{name:<12} {acc:>8.4f}" for name, acc in comparison["accuracy"].items()]
+    lines = [f"{comparison['samples']} test samples", "",
+             f"{'backend':<12} {'accuracy':>8} {'energy/inference':>16} {'latency':>10}  priced by"]
+    for name, acc in comparison["accuracy"].items():
+        cost = comparison["costs"][name]
+        energy = "-" if cost["energy_nj"] is None else f"{cost['energy_nj']:.4g} nJ"
+        latency = "-" if cost["latency_s"] is None else f"{cost['latency_s'] * 1e6:.4g} us"
+        lines.append(f"{name:<12} {acc:>8.4f} {energy:>16} {latency:>10}  {PRICED_BY[cost['model']]}")
     if comparison["agreement"]:
         lines += ["", f"{'pair':<24} {'label agreement':>15}"]
         lines += [f"{pair:<24} {value:>15.4f}" for pair, value in comparison["agreement"].items()]

@@ -18,6 +18,7 @@ from pathlib import Path
 import nir
 import numpy as np
 
+from targets import reference
 from targets.chips import load_chip
 from targets.registry import Target, emulator
 from toolchain.errors import UserError
@@ -48,6 +49,7 @@ class ModelSource:
     dataset: str | None
     info: dict = field(default_factory=dict)
     program: Program | None = None  # the file's own integers (netx .net): no pass re-quantizes them
+    trained: object | None = None  # the torch model as trained (a checkpoint's): counts defined on its layers
 
 
 def load_model(path: str | Path, import_options: ImportOptions | None = None) -> ModelSource:
@@ -63,7 +65,7 @@ def load_model(path: str | Path, import_options: ImportOptions | None = None) ->
         return ModelSource(path=path, nir_graph=nir_graph, graph=graph, dataset=None,
                            info={"format": "lava-dl netx"}, program=program)
     if path.suffix == ".nir":
-        nir_graph, dataset, info = read_nir_file(path), None, {"format": "nir"}
+        nir_graph, dataset, info, model = read_nir_file(path), None, {"format": "nir"}, None
     else:
         from frontends.checkpoint import load_checkpoint
         from frontends.nir_export import to_nir
@@ -77,7 +79,8 @@ def load_model(path: str | Path, import_options: ImportOptions | None = None) ->
     graph = graph_from_nir(nir_graph, import_options)
     check_runnable(graph, str(path))
     dataset = dataset or graph.metadata.get("dataset")  # NIR files may name theirs in the metadata
-    return ModelSource(path=path, nir_graph=nir_graph, graph=graph, dataset=dataset, info=info)
+    return ModelSource(path=path, nir_graph=nir_graph, graph=graph, dataset=dataset, info=info,
+                       trained=model)
 
 
 def check_runnable(graph: Graph, what: str) -> None:
@@ -186,6 +189,7 @@ def compile_model(graph: Graph, target: Target, options: CompileOptions = Compil
     calibrates pruning and quantization and whose spikes on the program weight the placement;
     ``rates``: that activity for ``graph``, when the caller has it already (it is used only when
     nothing is pruned)."""
+    target.check_graph(graph)
     graph_passes, lowering = pipeline(graph, target, options, calibration, rates)
     run_program = emulator(target.chip).run if target.chip and not target.lowering else None
     context = Context(calibration, rates if not graph_passes else None, run_program)
@@ -224,7 +228,26 @@ def _prune_to_fit(graph: Graph, target: Target, options: CompileOptions, calibra
                                      f"{recipe.compensation}"], "or prune with --prune-rank l1 "
                                     "--prune-compensation none")
     return PruneToFit(load_chip(target.chip), options.quantize, options.max_cores, options.chips,
-                      replace(recipe, ratio=0.0))
+                      replace(recipe, ratio=0.0), None if calibration is None else ReadoutDeviation(graph, calibration))
+
+
+class ReadoutDeviation:
+    """How far a pruned graph's float readout moves from ``graph``'s on ``images`` (mean squared
+    distance): what prune-to-fit weighs against the cores a cut saves. The sweep scores its pruning
+    candidates the same way; the unpruned readout is run once, when first needed."""
+
+    def __init__(self, graph: Graph, images: np.ndarray):
+        self.graph, self.images, self._unpruned = graph, images, None
+
+    def _readout(self, graph: Graph) -> np.ndarray:
+        return np.asarray(reference.run(graph, self.images).output, dtype=np.float64)
+
+    def __call__(self, candidate: Graph) -> float:
+        if candidate is self.graph:
+            return 0.0
+        if self._unpruned is None:
+            self._unpruned = self._readout(self.graph)
+        return float(np.mean((self._readout(candidate) - self._unpruned) ** 2))
 
 
 def _refuse_requantizing(graph: Graph, option: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from snn_compile.compile import Compiled, model_inputs
+from snn_compile.split_run import run_target
 from targets.chips import load_chip
 from targets.registry import get_target
 from toolchain.errors import UserError
@@ -46,6 +47,19 @@ def cost_report(compiled: Compiled, result, bits: int, energy_model: str = "ops"
     return report
 
 
+def as_trained_operations(source, x: np.ndarray, batch_size: int) -> dict:
+    """NeuroBench's synaptic operations of the model as trained (``frontends.trained_operations``),
+    beside the compiled counts. Only a snnTorch checkpoint holds the torch layers they are defined on."""
+    if source.trained is None:
+        return {"unavailable": f"a {source.info.get('format')} file holds the network as exported, not the torch "
+                               "model as trained that NeuroBench's counts hook"}
+    from frontends import trained_operations
+
+    operations = trained_operations.count_trained_operations(source.trained, x, source.graph.input_levels,
+                                                             batch_size)
+    return {"layers": [o.as_dict() for o in operations], "totals": trained_operations.totals(operations)}
+
+
 def describe(source, compiled: Compiled, bits: int, dataset=None) -> dict:
     """What was compiled: the source and how it is run, the passes, the program, its size and mapping."""
     program, graph = compiled.program, source.graph
@@ -73,7 +87,7 @@ def describe(source, compiled: Compiled, bits: int, dataset=None) -> dict:
                         "input_shape": list(program.input_shape), "input_levels": program.input_levels,
                         "readout": program.readout, "layers": program_summary(program)},
             "size": model_size_bits(graph, program),
-            "mapping": program.mapping.summary(chip) if program.mapping is not None else None})
+            "mapping": program.mapping.summary(chip, program) if program.mapping is not None else None})
     else:
         float_bits = model_size_bits_float(graph, None)
         size = model_size_bits_float(compiled.target_graph or compiled.graph, bits)
@@ -82,19 +96,20 @@ def describe(source, compiled: Compiled, bits: int, dataset=None) -> dict:
 
 
 def _measure(source, compiled: Compiled, dataset, samples: int | None, batch_size: int, bits: int,
-             energy_model: str, memory: bool, device: str | None = None) -> dict:
+             energy_model: str, memory: bool, device: str | None = None, executor=None) -> dict:
     """Run the test split on the float model as trained and on the target: accuracy (or regression
-    error), agreement, spikes, costs, float vs chip per layer and the chip map."""
+    error), agreement, spikes, costs, float vs chip per layer and the chip map. ``executor``: where
+    the runs' batches go (``split_run``; None: this process)."""
     target_name, program, graph = compiled.target.name, compiled.program, source.graph
     chip = load_chip(compiled.target.chip) if compiled.target.chip else None
     report = {}
     count = len(dataset.x_test) if samples is None else min(samples, len(dataset.x_test))
     x, y = dataset.x_test[:count], dataset.y_test[:count]
     x = model_inputs(x, graph)
-    results = {"float": get_target("reference").run(graph, x, batch_size=batch_size, progress="reference")}
+    results = {"float": run_target(get_target("reference"), graph, x, executor, batch_size, "reference")}
     if target_name != "reference":
-        results[target_name] = compiled.target.run(compiled.model, x, device=device, batch_size=batch_size,
-                                                   progress=target_name)
+        results[target_name] = run_target(compiled.target, compiled.model, x, executor, batch_size, target_name,
+                                          device=device)
     if getattr(dataset, "task", "classification") == "regression":
         report["regression"] = {name: regression_metrics(y, r.output) for name, r in results.items()}
         report["regression_points"] = regression_points(y, {name: r.output for name, r in results.items()})
@@ -110,9 +125,10 @@ def _measure(source, compiled: Compiled, dataset, samples: int | None, batch_siz
     report["spikes_per_sample"] = {name: spikes_per_sample(r, layer_names) for name, r in results.items()}
     target_result = results[target_name if target_name != "reference" else "float"]
     report["costs"] = cost_report(compiled, target_result, bits, energy_model, memory)
+    report["costs"]["as_trained"] = as_trained_operations(source, x, batch_size)
     if target_name != "reference":  # against the float model of what was compiled (pruned, if it was)
-        compiled_float = results["float"] if compiled.graph is graph else get_target("reference").run(
-            compiled.graph, x, batch_size=batch_size, progress="reference (compiled graph)")
+        compiled_float = results["float"] if compiled.graph is graph else run_target(
+            get_target("reference"), compiled.graph, x, executor, batch_size, "reference (compiled graph)")
         report["float_vs_chip"] = float_vs_chip(compiled_float, target_result, layer_names)
     if program is not None and program.mapping is not None:
         report["chip_map"] = chip_map(program, chip, target_result.activity, target_result.samples)
@@ -123,7 +139,7 @@ def _measure(source, compiled: Compiled, dataset, samples: int | None, batch_siz
 
 def evaluate_and_report(source, compiled: Compiled, dataset, samples: int | None, batch_size: int,
                         out_dir: Path, bits: int = 8, energy_model: str = "ops", memory: bool = False,
-                        device: str | None = None) -> dict:
+                        device: str | None = None, executor=None) -> dict:
     """Run the test split on the float reference and on the target; report accuracy, activity,
     operations, energy, latency and the mapping.
 
@@ -135,6 +151,7 @@ def evaluate_and_report(source, compiled: Compiled, dataset, samples: int | None
                         "--dataset or --data FILE.npz (to compile without running, use --target loihi2)")
     report = describe(source, compiled, bits, dataset)
     if dataset is not None:
-        report.update(_measure(source, compiled, dataset, samples, batch_size, bits, energy_model, memory, device))
+        report.update(_measure(source, compiled, dataset, samples, batch_size, bits, energy_model, memory, device,
+                               executor))
     write_reports(report, out_dir)
     return report

@@ -52,7 +52,9 @@ class Retry:
 
 class LocalExecutor:
     """Up to ``workers`` processes on this machine (default: one per core). Each starts with
-    ``shared`` (inherited when the process forks), runs ``start()`` once, then one item at a time;
+    ``shared`` (inherited when the process forks), runs with one thread (``one_thread``: the
+    executor provides the parallelism, and a forked process must not start OpenMP threads) and
+    ``start()`` once, then one item at a time;
     a dead one is replaced. Ctrl-C and SIGTERM reach the parent, which ends the workers."""
 
     def __init__(self, workers: int | None = None, start: Callable[[], None] | None = None):
@@ -170,6 +172,7 @@ def _serve(connection, parent: int, task: Callable, shared: Any, start: Callable
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     release_signals()
+    one_thread()  # GNU OpenMP is not fork-safe: a forked child using several threads after the parent did hangs
     if start is not None:
         start()
     while True:
@@ -202,6 +205,28 @@ def _result(reply):
     raise exc
 
 
+def cluster_executor(cluster: str = "local", workers: int | None = None):
+    """Where ``--cluster`` runs the tasks: "local", processes on this machine (``workers``, default
+    one per core); else a Ray address ("auto", "ray://HOST:PORT", "HOST:PORT"), one Ray task each
+    (at most ``workers`` at a time when given). Each worker runs with ``one_thread``."""
+    if cluster == "local":
+        return LocalExecutor(workers)
+    if cluster != "auto" and ":" not in cluster:
+        raise UserError(f"--cluster {cluster!r}: choose local, auto, HOST:PORT or ray://HOST:PORT")
+    return RayExecutor(cluster, workers, one_thread)
+
+
+def one_thread():
+    """Each worker uses one core, the executor provides the parallelism: one torch thread and one
+    BLAS thread (numpy's BLAS threads spin while they wait, and two workers' spinning on the same
+    cores made a digits sweep several times slower; bench/bench_sweep_cluster.py)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
 class RayExecutor:
     """Every item a Ray task (one CPU each) on the cluster at ``address`` ("auto": the one this
     machine belongs to; "ray://HOST:PORT": through the Ray client), or on the Ray this process has
@@ -227,6 +252,8 @@ class RayExecutor:
         if not ray.is_initialized():
             in_main_thread = threading.current_thread() is threading.main_thread()
             previous = signal.getsignal(signal.SIGTERM) if in_main_thread else None
+            if self.address not in (None, "auto"):
+                _token_auth()
             try:
                 ray.init(address=self.address, logging_level="warning", log_to_driver=False)
             except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -281,6 +308,20 @@ def _ray_task(shared, item):
     if start is not None:
         start()
     return task(value, item)
+
+
+def _token_auth() -> None:
+    """Send this machine's Ray auth token to a cluster named by its address, as ``ray start`` and
+    ``ray.init("auto")`` do for one they find themselves: when ``RAY_AUTH_MODE`` is unset and a
+    token is at hand (``~/.ray/auth_token``, ``$RAY_AUTH_TOKEN`` or ``$RAY_AUTH_TOKEN_PATH``), Ray
+    2.x turns token authentication on only for a cluster it finds, never for an explicit address,
+    so a head holding a token refused this driver (``RAY_AUTH_MODE=disabled`` still opts out)."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _import_ray():

@@ -320,3 +320,31 @@ def heatmap(title: str, matrix: list[list[int]], xlabel: str, ylabel: str, size:
     parts.append(f"<text transform='translate(12,{top + n * cell / 2:.1f}) rotate(-90)' font-size='11' "
                  f"text-anchor='middle'>{escape(ylabel)}</text>")
     return svg(size, height, title, parts)
+
+
+AS_TRAINED_NOTE = ("NeuroBench 2.3 SynapticOperations of the snnTorch model as trained, in float (BatchNorm and "
+                   "pooling unfolded); the compiled counts are of the network as compiled, whose folded pooling "
+                   "reaches fewer targets per spike, on the target's own run, whose spikes may differ")
+
+
+def as_trained_table(costs: dict) -> tuple[list[str], list[list], list] | None:
+    """(headers, rows, total) setting the as-trained counts beside the compiled ones, per layer;
+    None where they are unavailable."""
+    trained = costs["as_trained"]
+    if "unavailable" in trained:
+        return None
+    compiled = {o["layer"]: o for o in costs["operations"]}
+    headers = ["layer", "Effective_ACs", "Effective_MACs", "Dense", "compiled ACs+MACs", "as trained/compiled"]
+
+    def row(name, acs, macs, dense, ops):
+        return [name, acs, macs, dense, ops, _ratio(acs + macs, ops)]
+
+    rows = [row(r["layer"], r["effective_acs"], r["effective_macs"], r["dense"],
+                compiled[r["layer"]]["acs"] + compiled[r["layer"]]["macs"]) for r in trained["layers"]]
+    t, c = trained["totals"], costs["operation_totals"]
+    total = row("total", t["Effective_ACs"], t["Effective_MACs"], t["Dense"], c["acs"] + c["macs"])
+    return headers, rows, total
+
+
+def _ratio(a: float, b: float) -> float | str:
+    return a / b if b else "-"

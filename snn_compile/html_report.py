@@ -12,8 +12,8 @@ import math
 from html import escape
 from pathlib import Path
 
-from snn_compile.html_parts import (PALETTE, bar_chart, figure, heatmap, number, page as html_page, scatter, svg,
-                                    table, tip)
+from snn_compile.html_parts import (AS_TRAINED_NOTE, PALETTE, as_trained_table, bar_chart, figure, heatmap, number,
+                                    page as html_page, scatter, svg, table, tip)
 
 MAP_LINKS = 300
 """Core-to-core links drawn on the chip map, the most messages x hops first (every link is in report.json)."""
@@ -350,6 +350,11 @@ def _energy(report: dict) -> list[str]:
     out.append(table(headers, rows, total=total))
     out.append(f"<p class='note'>Operations are counted on the network as compiled, per inference. 45 nm: "
                f"{escape(digital['model'])} model{', with SRAM weight reads' if digital['memory'] else ''}.</p>")
+    if "as_trained" in costs:
+        trained = as_trained_table(costs)
+        out += ([table(*trained[:2], total=trained[2]), f"<p class='note'>{escape(AS_TRAINED_NOTE)}.</p>"]
+                if trained else [f"<p class='note'>Operations of the network as trained: not available: "
+                                 f"{escape(costs['as_trained']['unavailable'])}.</p>"])
     if loihi:
         facts = [["dynamic energy", f"{number(loihi['energy_pj'] / 1e3)} nJ"],
                  ["static energy", f"{number(loihi['static_pj'] / 1e3)} nJ"],

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
 from snn_compile import html_report, sweep_report
-from snn_compile.html_parts import number as _fmt
+from snn_compile.html_parts import AS_TRAINED_NOTE, as_trained_table, number as _fmt
 from toolchain.ir import Graph
 from toolchain.program import BIAS_MANT_BITS, DECAY_BITS, VTH_BITS, Program
 from toolchain.traffic import core_loads, message_flows, node_coordinates, spike_counts
@@ -259,6 +259,13 @@ def text_sections(report: dict) -> list[tuple[str, list[str]]]:
         f"compression: {size['compression']:.2f}x"]))
     if report.get("mapping"):
         sections.append(("Mapping", mapping_lines(report["mapping"])))
+    if report.get("prune_to_fit"):
+        fit = report["prune_to_fit"]
+        cut = ", ".join(f"{name} {p['removed']} of {p['units']}" for name, p in fit["pruned"].items()) or "nothing"
+        loss = f" (readout deviation {fit['readout_deviation']:.4g})" if "readout_deviation" in fit else ""
+        sections.append(("Pruned to fit", [f"{fit['cores_before']} -> {fit['cores_after']} cores, {fit['chips_before']}"
+                                           f" -> {fit['chips_after']} chips; units removed: {cut}; each cut chosen "
+                                           f"by {fit['chosen_by']}{loss}"]))
     if "accuracy" in report:
         rows = [[name, m["accuracy"], m["precision"], m["recall"], m["f1"], m["samples"]]
                 for name, m in report["accuracy"].items()]
@@ -323,6 +330,8 @@ def cost_sections(costs: dict) -> list[tuple[str, list[str]]]:
         f"45 nm ANN of the same network ({t['ann_macs']:.4g} MACs x 4.6 pJ): {digital['ann_energy_pj'] / 1e3:.4g} nJ; "
         f"SNN/ANN energy ratio {digital['snn_to_ann']:.3f} ({_times(digital['snn_to_ann'])})"]
     sections = [("Operations and energy per inference", lines)]
+    if "as_trained" in costs:
+        sections.append(("Operations of the network as trained (NeuroBench's definitions)", as_trained_lines(costs)))
     if loihi:
         sections.append(("Loihi 2 latency and energy per inference", [
             f"{loihi['note']}",
@@ -330,7 +339,25 @@ def cost_sections(costs: dict) -> list[tuple[str, list[str]]]:
             f"{loihi['busiest_core_ns']:.4g} + route {loihi['route_ns']:.4g} + barrier {loihi['barrier_ns']:.4g})",
             f"latency {loihi['latency_s'] * 1e6:.4g} us   throughput {loihi['throughput_per_s']:.4g} inferences/s   "
             f"energy-delay product {loihi['edp_js']:.4g} J s"]))
+    xylo = costs.get("xylo")
+    if xylo:
+        energy = (f"energy {xylo['energy_per_inference_j'] * 1e9:.4g} nJ per inference: the published "
+                  f"{xylo['published_power_w'] * 1e6:.4g} uW dynamic power over the inference's real-time duration "
+                  f"({xylo['energy_source']}); not from this run's activity" if "energy_per_inference_j" in xylo
+                  else "energy: no published figure for this chip")
+        sections.append(("Xylo latency and energy per inference", [
+            f"{xylo['cycles_per_step']:.4g} cycles per step (worst case {xylo['worst_case_cycles_per_step']:.4g}) at "
+            f"{xylo['clock_hz'] / 1e6:g} MHz: latency {xylo['latency_s'] * 1e6:.4g} us over {xylo['chip_steps']} "
+            f"steps; real time at dt: {'yes' if xylo['realtime_at_dt'] else 'no'}", energy]))
     return sections
+
+
+def as_trained_lines(costs: dict) -> list[str]:
+    table = as_trained_table(costs)
+    if table is None:
+        return [f"not available: {costs['as_trained']['unavailable']}"]
+    headers, rows, total = table
+    return _table(headers, rows + [total]) + [AS_TRAINED_NOTE]
 
 
 def terminal(report: dict) -> str:
@@ -353,7 +380,7 @@ def _times(ratio: float) -> str:
     return f"{1 / ratio:.1f}x less" if ratio < 1 else f"{ratio:.1f}x more"
 
 
-SWEEP_COLUMNS = ["method", "bits", "prune", "accuracy", "drop_points", "precision", "recall", "f1", "size_bits",
+SWEEP_COLUMNS = ["method", "bits", "prune", "max_cores", "accuracy", "drop_points", "precision", "recall", "f1", "size_bits",
                  "compression", "spikes_per_sample", "quantization", "pruning"]
 
 
@@ -385,6 +412,7 @@ def _sweep_plots(rows: list[dict], out_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if not r.get("max_cores")]  # core-budget rows: sweep.html's accuracy-vs-cores front
     methods = sorted({r["method"] for r in rows if r["bits"] != 32 or r["prune"] > 0})
     panels = [("bits", "accuracy", lambda r: r["prune"] == 0 and r["bits"] != 32, "accuracy vs weight bits"),
               ("bits", "size_bits", lambda r: r["prune"] == 0 and r["bits"] != 32, "model size vs weight bits"),

@@ -1,4 +1,4 @@
-"""Compression sweeps: accuracy, size and cost across weight bits x pruning ratios.
+"""Compression sweeps: accuracy, size and cost across weight bits x pruning ratios (x core budgets).
 
 Three methods per setting, so comparisons are honest:
 
@@ -23,6 +23,13 @@ Three methods per setting, so comparisons are honest:
 Weights of up to 8 bits run on the bit-accurate Loihi 2 emulator; wider
 weights (the seed's k = 16) run on the generic digital target (float
 dynamics, k-bit weights).
+
+Core budgets (``max_cores``) add, per method and chip width, one row per
+budget: the unpruned model compiled as ``snn-compile compile --max-cores N
+--prune-to-fit`` compiles it (structured pruning, layer by layer, each cut
+chosen by how far the readout moves on the calibration images per core it
+saves), with the method's quantization and pruning compensation. Those rows
+trade accuracy against ``loihi_cores``.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from typing import Callable
 import numpy as np
 
 from snn_compile.compile import CompileOptions, Compiled, compile_model
-from snn_compile.executors import LocalExecutor, RayExecutor, Retry
+from snn_compile.executors import Retry, cluster_executor as sweep_executor
 from targets.chips import load_chip
 from targets.registry import Target, for_bits, get_target
 from toolchain.calibration import calibrate
@@ -113,21 +120,32 @@ def _score_run(graph: Graph, preferred: Target, bits: int, options: QuantizeOpti
     return target.run(fake_quantize(graph, options, rates), images) if target.quantizes else target.run(graph, images)
 
 
+FIT_PRUNING = {"baseline": PruneOptions(0.0, "structured", "l1", "none"),
+               "best": PruneOptions(0.0, "structured", "redundancy", "regression")}
+"""How each method's core-budget rows rank and compensate the units they prune."""
+
+
 def _compile_and_run(graph: Graph, preferred: Target, bits: int, options: QuantizeOptions, rates,
-                     data: SweepData):
+                     data: SweepData, fit: tuple[int, PruneOptions] | None = None):
     """A row's program, compiled as ``snn-compile`` compiles it (placed by the calibration images'
-    activity), and its run on the test split."""
+    activity), and its run on the test split. ``fit``: (core budget, pruning recipe) to prune to."""
     target = for_bits(bits, preferred.name)
-    compiled = compile_model(graph, target, CompileOptions(replace(options, bits=bits)), data.calibration, rates)
+    options = CompileOptions(replace(options, bits=bits))
+    if fit is not None:
+        options = replace(options, prune=fit[1], max_cores=fit[0], prune_to_fit=True)
+    compiled = compile_model(graph, target, options, data.calibration, rates)
     return compiled, target.run(compiled.model, data.test_x)
 
 
 def evaluate_setting(graph: Graph, target: Target, data: SweepData, bits: int | None, ratio: float, method: str,
                      finetune_epochs: int = 0, prune_search: bool = True,
-                     calibration: Calibration | None = None) -> dict:
+                     calibration: Calibration | None = None, max_cores: int | None = None) -> dict:
     """One row: prune, quantize (or fine-tune then quantize), run on the test split, measure.
     ``calibration``: the uncompressed graph's calibration run with its Gram matrices, the same
-    for every row (computed here when not given and the row needs it)."""
+    for every row (computed here when not given and the row needs it). ``max_cores``: prune the
+    unpruned graph until it fits this many cores instead (``ratio`` 0, a chip width)."""
+    if max_cores is not None and (ratio != 0 or bits is None or method not in FIT_PRUNING):
+        raise ValueError("a core-budget row prunes the unpruned graph at a chip width, method baseline or best")
     if calibration is None:
         calibration = _shared_calibration(graph, data, [(bits, ratio, method)])
     pruned, prune_choice = _pruned(graph, ratio, method, calibration, data, prune_search)
@@ -149,10 +167,15 @@ def evaluate_setting(graph: Graph, target: Target, data: SweepData, bits: int | 
             unquantized = _readout(get_target("reference").run(pruned, data.validation_x))
             options = min(QUANT_CANDIDATES, key=lambda o: _deviation(_score_run(
                 pruned, target, bits, o, rates, data.validation_x), unquantized))
-        compiled, result = _compile_and_run(pruned, target, bits, options, rates, data)
+        fit = None if max_cores is None else (max_cores, FIT_PRUNING[method])
+        compiled, result = _compile_and_run(pruned, target, bits, options, rates, data, fit)
         quant_choice = f"{options.weight_scale}/{options.granularity}" + ("/bias-corr" if options.bias_correction else "")
-    row = {"bits": bits or 32, "prune": ratio, "method": method, "quantization": quant_choice,
-           "pruning": prune_choice, **classification_metrics(data.test_y, result.predictions()),
+        if fit is not None:
+            pruned, prune_choice = compiled.graph, _fit_choice(compiled.notes["prune-to-fit"], fit[1])
+    row = {"bits": bits or 32, "prune": ratio, "method": method, **({} if max_cores is None else
+                                                                     {"max_cores": max_cores}),
+           "quantization": quant_choice, "pruning": prune_choice,
+           **classification_metrics(data.test_y, result.predictions()),
            "neurons": int(sum(p.size for p in pruned.populations))}
     if compiled.program is not None:
         row.update(size_bits=model_size_bits(pruned, compiled.program)["quantized_bits"])
@@ -164,11 +187,18 @@ def evaluate_setting(graph: Graph, target: Target, data: SweepData, bits: int | 
     return row
 
 
+def _fit_choice(note: dict, recipe: PruneOptions) -> str:
+    """A core-budget row's pruning: the recipe, how cuts were chosen, the cores, what each layer lost."""
+    cut = ", ".join(f"{name} {p['removed']} of {p['units']}" for name, p in note["pruned"].items()) or "nothing"
+    return (f"to fit, {recipe.method}/{recipe.rank}/{recipe.compensation}, by {note['chosen_by']}: "
+            f"{note['cores_before']} -> {note['cores_after']} cores, {cut}")
+
+
 def _shared_calibration(graph: Graph, data: SweepData, settings, progress: bool = False) -> Calibration | None:
     """The uncompressed graph's calibration run, if any of ``settings`` reads it: with the Gram
     matrices for compensated pruning, rates alone for quantization candidates of unpruned rows."""
-    gram = any(method != "baseline" and ratio > 0 for _, ratio, method in settings)
-    rates = any(method == "best" and bits is not None and ratio == 0 for bits, ratio, method in settings)
+    gram = any(method != "baseline" and ratio > 0 for _, ratio, method, *_ in settings)
+    rates = any(method == "best" and bits is not None and ratio == 0 for bits, ratio, method, *_ in settings)
     if not (gram or rates):
         return None
     if progress:
@@ -225,12 +255,16 @@ def _pruned(graph: Graph, ratio: float, method: str, calibration: Calibration | 
 GRIDS = ("cross", "axes")
 
 
-def sweep_settings(bits: list[int], ratios: list[float], methods, grid: str = "cross") -> list[tuple]:
-    """(bits or None for float, ratio, method) per row, the float model first.
+def sweep_settings(bits: list[int], ratios: list[float], methods, grid: str = "cross", max_cores=(),
+                   target: str = "loihi2") -> list[tuple]:
+    """(bits or None for float, ratio, method) per row, the float model first, then (bits, 0.0,
+    method, budget) per core budget in ``max_cores``.
 
     ``cross``: every bits value at every ratio (and unpruned), plus every
     ratio with float weights. ``axes``: the seed's study: every bits value
-    unpruned, every ratio with float weights.
+    unpruned, every ratio with float weights. Budgets apply to the widths
+    that run on a chip with cores (``target`` or the one ``for_bits`` picks),
+    for the baseline and best methods.
     """
     if grid not in GRIDS:
         raise UserError(f"--grid {grid!r}: choose one of {', '.join(GRIDS)}")
@@ -239,6 +273,16 @@ def sweep_settings(bits: list[int], ratios: list[float], methods, grid: str = "c
     settings = [(None, 0.0, "baseline")]
     settings += [(b, r, m) for m in methods for b in bits for r in per_bits]
     settings += [(None, r, m) for m in methods if m != "finetuned" for r in pruned]
+    if max_cores:
+        for n in max_cores:
+            if not isinstance(n, int) or n < 1:
+                raise UserError(f"--max-cores {n}: a core budget is a positive whole number")
+        on_cores = [b for b in bits if for_bits(b, target).chip and not for_bits(b, target).lowering]
+        if not on_cores:
+            low, high = get_target("loihi2").bit_range
+            raise UserError(f"--max-cores prunes to a Loihi core budget; none of --bits "
+                            f"{','.join(map(str, bits))} runs on a chip with cores (Loihi 2 holds {low}..{high})")
+        settings += [(b, 0.0, m, n) for m in methods if m in FIT_PRUNING for b in on_cores for n in max_cores]
     return settings
 
 
@@ -262,8 +306,15 @@ class SweepFailed(UserError):
 
 
 def setting_key(row: dict) -> tuple:
-    """What identifies a row's setting: (bits, 32 for float weights; ratio; method)."""
-    return int(row["bits"]), float(row["prune"]), str(row["method"])
+    """What identifies a row's setting: (bits, 32 for float weights; ratio; method), then the core
+    budget for a row that pruned to one."""
+    budget = (int(row["max_cores"]),) if row.get("max_cores") else ()
+    return (int(row["bits"]), float(row["prune"]), str(row["method"])) + budget
+
+
+def _setting_key(setting: tuple) -> tuple:
+    bits, ratio, method, *budget = setting
+    return setting_key({"bits": bits or 32, "prune": ratio, "method": method, "max_cores": (budget or [None])[0]})
 
 
 DERIVED_COLUMNS = ("drop_points", "compression")
@@ -274,9 +325,10 @@ def run_sweep(graph: Graph, target: Target, data: SweepData, bits: list[int], ra
               methods=("baseline", "best"), workers: int | None = None, progress: bool = True,
               finetune_epochs: int = 0, grid: str = "cross", prune_search: bool = True,
               finished: list[dict] = (), executor=None,
-              on_row: Callable[[list[dict], int], None] | None = None) -> list[dict]:
+              on_row: Callable[[list[dict], int], None] | None = None, max_cores=()) -> list[dict]:
     """One row per setting of ``sweep_settings``, evaluated in parallel. ``prune_search``:
     also try the greedy choice of pruned units (one validation run per remaining unit per round).
+    ``max_cores``: core budgets, a row per budget pruned to fit it (see the module docstring).
 
     ``executor``: where rows run (default: ``workers`` local processes; see ``sweep_executor``).
     ``on_row``: called with the rows finished so far (in the order of ``sweep_settings``) and the
@@ -287,8 +339,8 @@ def run_sweep(graph: Graph, target: Target, data: SweepData, bits: list[int], ra
     check_settings(bits, ratios)
     if finetune_epochs > 0 and "finetuned" not in methods:
         methods = tuple(methods) + ("finetuned",)
-    settings = sweep_settings(bits, ratios, methods, grid)
-    keys = [setting_key({"bits": b or 32, "prune": r, "method": m}) for b, r, m in settings]
+    settings = sweep_settings(bits, ratios, methods, grid, max_cores, target.name)
+    keys = [_setting_key(setting) for setting in settings]
     done = {setting_key(row): {k: v for k, v in row.items() if k not in DERIVED_COLUMNS} for row in finished}
     done = {key: row for key, row in done.items() if key in keys}
     missing = [setting for setting, key in zip(settings, keys) if key not in done]
@@ -306,17 +358,6 @@ def run_sweep(graph: Graph, target: Target, data: SweepData, bits: list[int], ra
     if failures:
         raise SweepFailed([done[k] for k in keys if k in done], len(settings), failures)
     return finish_rows([done[k] for k in keys])
-
-
-def sweep_executor(cluster: str = "local", workers: int | None = None):
-    """Where ``--cluster`` runs the rows: "local", processes on this machine (``workers``, default
-    one per core); else a Ray address ("auto", "ray://HOST:PORT", "HOST:PORT"), one task per row
-    (at most ``workers`` at a time when given)."""
-    if cluster == "local":
-        return LocalExecutor(workers, _one_thread)
-    if cluster != "auto" and ":" not in cluster:
-        raise UserError(f"--cluster {cluster!r}: choose local, auto, HOST:PORT or ray://HOST:PORT")
-    return RayExecutor(cluster, workers, _one_thread)
 
 
 def finish_rows(rows: list[dict]) -> list[dict]:
@@ -345,8 +386,7 @@ def _evaluate_all(graph: Graph, target: Target, data: SweepData, settings: list[
         outcomes = stack.enter_context(closing(executor.run(_evaluate_row, shared, settings)))
         say = (lambda text: print(text, flush=True)) if bar.disable else bar.write
         for outcome in outcomes:
-            bits, ratio, method = outcome.item
-            key = setting_key({"bits": bits or 32, "prune": ratio, "method": method})
+            key = _setting_key(outcome.item)
             if isinstance(outcome, Retry):
                 if progress:
                     say(f"sweep: {_describe(key)}: {outcome.error}; running it again")
@@ -376,7 +416,7 @@ def _shared_values(graph: Graph, target: Target, data: SweepData, settings: list
     """What every row of ``settings`` reads, shipped to each worker once: the model, the data
     (without the training split unless a row fine-tunes) and the uncompressed calibration."""
     calibration = _shared_calibration(graph, data, settings, progress)
-    if all(method != "finetuned" for _, _, method in settings):
+    if all(method != "finetuned" for _, _, method, *_ in settings):
         data = replace(data, train_x=data.train_x[:0], train_y=data.train_y[:0])
     return graph, target, data, finetune_epochs, prune_search, calibration
 
@@ -384,26 +424,16 @@ def _shared_values(graph: Graph, target: Target, data: SweepData, settings: list
 def _evaluate_row(shared: tuple, setting: tuple) -> dict:
     """A worker's task: one setting's row, from the values every row shares."""
     graph, target, data, finetune_epochs, prune_search, calibration = shared
-    bits, ratio, method = setting
-    return evaluate_setting(graph, target, data, bits, ratio, method, finetune_epochs, prune_search, calibration)
+    bits, ratio, method, *budget = setting
+    return evaluate_setting(graph, target, data, bits, ratio, method, finetune_epochs, prune_search, calibration,
+                            *budget)
 
 
 def _describe(key: tuple) -> str:
-    bits, ratio, method = key
-    return f"{method} {bits} bits, prune {ratio}"
+    bits, ratio, method, *budget = key
+    return f"{method} {bits} bits, " + (f"pruned to fit {budget[0]} cores" if budget else f"prune {ratio}")
 
 
 def _clock(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
-
-
-def _one_thread():
-    """Each worker uses one core, the executor provides the parallelism: one torch thread and one
-    BLAS thread (numpy's BLAS threads spin while they wait, and two workers' spinning on the same
-    cores made a digits sweep several times slower; bench/bench_sweep_cluster.py)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    threadpool_limits(1)

@@ -13,7 +13,7 @@ COSTS = (("energy_45nm_nj", "45 nm energy", "45 nm energy (nJ per inference)", T
          ("loihi_cores", "cores", "Loihi cores", False))
 """Columns traded against accuracy: (column, short name, axis label, log axis). Rows without a
 column (float weights have no Loihi cost) take no part in its front."""
-TABLE_COLUMNS = ("method", "bits", "prune", "accuracy", "drop_points", "f1", "size_bits", "compression",
+TABLE_COLUMNS = ("method", "bits", "prune", "max_cores", "accuracy", "drop_points", "f1", "size_bits", "compression",
                  "spikes_per_sample", "energy_45nm_nj", "ann_45nm_nj", "loihi_energy_nj", "loihi_latency_us",
                  "loihi_cores", "quantization", "pruning")
 
@@ -42,6 +42,8 @@ def pareto_front(rows: list[dict], cost: str, gain: str = "accuracy") -> list[in
 
 
 def label(row: dict) -> str:
+    if row.get("max_cores"):
+        return f"{row['method']} {row['bits']}b fit {row['max_cores']} cores"
     return f"{row['method']} {row['bits']}b prune {row['prune']:g}"
 
 
@@ -90,6 +92,7 @@ def _seed_tables(rows: list[dict]) -> list[str]:
     """Accuracy per method against weight bits (unpruned) and against the pruning ratio (float weights)."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     out = []
+    rows = [r for r in rows if not r.get("max_cores")]  # pruned to a core budget: on the cores front
     for title, keep, key in (("Accuracy vs weight bits (unpruned)", lambda r: r["prune"] == 0, "bits"),
                              ("Accuracy vs pruning ratio (float weights)", lambda r: r["bits"] == 32, "prune")):
         values = sorted({r[key] for r in rows if keep(r)}, reverse=key == "bits")

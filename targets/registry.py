@@ -49,6 +49,8 @@ class Target:
     cost_model: tuple[str, str] | None = None
     """(report key, "module:function") of the chip's own estimate, ``function(program, activity,
     samples, chip) -> dict``; every run is also priced by the 45 nm digital model."""
+    resets: tuple[str, ...] = ("zero", "subtract")
+    """The reset rules its neurons can run; a graph needing another is refused before any work."""
 
     @property
     def runs(self) -> Literal["program", "graph"]:
@@ -90,6 +92,16 @@ class Target:
         module, function = where.split(":")
         return key, getattr(importlib.import_module(module), function)
 
+    def check_graph(self, graph) -> None:
+        """Refuse, before any pass runs, a graph whose neurons reset in a way this target cannot."""
+        unheld = next((p for p in graph.populations if p.reset not in self.resets), None)
+        if unheld is None:
+            return
+        instead = [t.name for t in TARGETS.values() if t.chip == self.chip and unheld.reset in t.resets]
+        hint = f" or use --target {instead[0]}" if instead else ""
+        raise UserError(f"layer {unheld.name!r} resets by {unheld.reset} and target {self.name} runs only reset "
+                        f"{' or '.join(self.resets)}; compile with --reset {self.resets[0]}{hint}")
+
     def check_bits(self, bits: int) -> None:
         if self.bit_range is None:
             return
@@ -116,10 +128,13 @@ register(Target("digital45nm", "generic digital accelerator, k-bit weights (1..1
 register(Target("reference", "float model as trained (zero delay)", "targets.reference", quantizes=False))
 register(Target("lava", "Intel's Lava (lava-nc 0.10.0) fixed-point Loihi 2 simulation, in its own "
                 "Python 3.10 environment", "targets.lava.runner", chip="loihi2", bit_accurate=True,
-                in_process=False, cost_model=LOIHI_COSTS))
+                in_process=False, cost_model=LOIHI_COSTS, resets=("zero",)))
+XYLO_COSTS = ("xylo", "targets.xylo.costs:xylo_costs")
 register(Target("xylo", "native bit-accurate SynSense Xylo Audio 2 (SYNS61201) emulator", "targets.xylo",
-                chip="xylo", bit_accurate=True, lowering="targets.xylo.lowering",
-                cost_model=("xylo", "targets.xylo.costs:xylo_costs")))
+                chip="xylo", bit_accurate=True, lowering="targets.xylo.lowering", cost_model=XYLO_COSTS))
+register(Target("xylo-imu", "native bit-accurate SynSense Xylo IMU (SYNS63300) emulator: 16 outputs, 496 hidden",
+                "targets.xylo", chip="xylo_imu", bit_accurate=True, lowering="targets.xylo.lowering",
+                cost_model=XYLO_COSTS))
 
 
 def get_target(name: str) -> Target:

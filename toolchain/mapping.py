@@ -23,6 +23,13 @@ Resource model, per core (limits come from the chip spec, each with its source;
 - fan-out axons: for each of the core's neurons, the number of distinct
   cores holding at least one of its targets, summed. The host's read-out of
   the output layer is not counted.
+- axon map and axon memory (Intel's AxonMap and AxonMem, reported only, no
+  limit): a layer that sends through dense connections alone (or to the
+  host) takes one axon-map entry per neuron and no axon memory; the summary
+  gives the layer's neurons per core, the mean rounded down. Both are
+  inferred from Intel's table for PilotNet, where five layers send so and
+  match it; how a layer sending to a convolution packs its map and memory
+  is not public and is not modelled (``None``).
 
 Traffic: a spike travels once to every core that holds targets of the neuron
 that fired, so one message per (spike, destination core); the host's graded
@@ -176,6 +183,13 @@ class Traffic:
         return self.message_hops / self.messages if self.messages else 0.0
 
 
+def _axon_columns(layer: str, cores: list[Core], to_convolutions: set[str]) -> dict:
+    """AxonMap and AxonMem of a layer's cores (see the module docstring): None where not modelled."""
+    if layer in to_convolutions:
+        return {"axon_map": None, "axon_mem": None}
+    return {"axon_map": sum(c.stop - c.start for c in cores) // len(cores), "axon_mem": 0}
+
+
 @dataclass(eq=False)
 class Mapping:
     """A placed partition of a program: every core, its position, its usage, and the traffic."""
@@ -213,12 +227,14 @@ class Mapping:
         return {field: np.array([getattr(c.usage, field) for c in self.cores]) / chip.limit(limit)
                 for limit, field in USAGE_OF_LIMIT.items()}
 
-    def summary(self, chip) -> dict:
+    def summary(self, chip, program=None) -> dict:
         """The mapping report: cores and chips, per layer the per-core distribution (the columns
-        Loihi 2's compiler prints: fan-in axons, neurons, synapse words, fan-out axons, cores), the
-        limit that ended most of its cores, utilisation; then traffic and hops."""
+        Loihi 2's compiler prints: fan-in axons, neurons, synapse words, fan-out axons, cores, and
+        given the ``program``, axon map and axon memory as far as they are modelled), the limit
+        that ended most of its cores, utilisation; then traffic and hops."""
         use = self.utilisation(chip)
         word = chip.limit("synapse_word_bits")
+        to_convolutions = None if program is None else {s.source for s in program.synapses if s.kind == "conv"}
         layers = []
         for layer in dict.fromkeys(c.layer for c in self.cores):
             index, _ = self.layer_cores(layer)
@@ -231,6 +247,7 @@ class Mapping:
                            "neurons": max(c.usage.neurons for c in cores),
                            "synapse_words": max(math.ceil(c.usage.synapse_memory_bits / word) for c in cores),
                            "fan_out_axons": max(c.usage.fan_out_axons for c in cores),
+                           **({} if to_convolutions is None else _axon_columns(layer, cores, to_convolutions)),
                            **{f"{field}_max": float(use[field][index].max()) for field in use},
                            **{f"{field}_mean": float(use[field][index].mean()) for field in use}})
         traffic = asdict(self.traffic)

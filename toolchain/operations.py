@@ -18,12 +18,15 @@ named ``dense``. Definitions, per inference (one sample, all its steps):
 - **ANN MACs**: the same network as a conventional non-spiking ANN: every
   synapse once per inference (recurrent connections once too).
 
-Relation to the ecosystem's conventions: NeuroBench's ``SynapticOperations``
-reports ``Effective_ACs`` and ``Effective_MACs`` (operations on nonzero
-inputs through nonzero weights, binary inputs counted as ACs, graded ones as
-MACs: our ACs and MACs) and ``Dense`` (every weight for every input: our
-dense counts, summed). syops counts ACs from spike rates x fan-out in the
-same way and MACs for the first (non-spiking) layer. Operations are
+These count the network as compiled: BatchNorm folded into the convolution
+and pooling folded into a larger, strided convolution that reaches only the
+pooled targets. NeuroBench's ``SynapticOperations`` (``Effective_ACs``,
+``Effective_MACs``, ``Dense``) has the same rules (nonzero inputs through
+nonzero weights; binary inputs ACs, graded ones MACs; dense: every weight
+for every input) but counts the torch layers of the model as trained, where
+a convolution runs at full resolution before its pooling: for a network
+without pooling (an MLP) the two agree, for a convolutional one NeuroBench's
+are larger. ``frontends.trained_operations`` counts those. Operations are
 attributed to the layer that receives them (the synapses' target).
 """
 

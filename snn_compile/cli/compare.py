@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 
 from snn_compile.cli.common import (DATA_HELP, FRAMEWORK_HELP, RESET_HELP, Parser, check_steps, model_with_data,
                                     positive, require_run_memory)
+from snn_compile.split_run import CLUSTER_HELP, WORKERS_HELP, split_executor
 from targets.registry import get_target, TARGETS
 from toolchain.errors import UserError
 
@@ -27,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
                    "runs: auto (default: a CUDA GPU when torch sees one, else the CPU), cpu, or cuda; the integers "
                    "are the same")
     p.add_argument("--batch-size", type=int, default=256, help="samples run at once (default 256)")
+    p.add_argument("--workers", type=int, help=WORKERS_HELP)
+    p.add_argument("--cluster", default="local", help=CLUSTER_HELP)
     p.add_argument("--dataset", help="dataset (default: the one the checkpoint names)")
     p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
     p.add_argument("--data", type=Path, metavar="FILE.npz", help=DATA_HELP)
@@ -45,8 +49,9 @@ def run(args) -> int:
     if len(set(names)) != len(names) or not names:
         raise UserError("--targets: name each target once, e.g. reference,loihi2,lava")
     targets = [get_target(name) for name in names]
-    positive(samples=args.samples, batch_size=args.batch_size, steps=args.steps)
+    positive(samples=args.samples, batch_size=args.batch_size, steps=args.steps, workers=args.workers)
     check_steps(args.steps)
+    executor = split_executor(args.cluster, args.workers, args.device)
     for target in targets:
         if target.quantizes:
             target.check_bits(args.bits)
@@ -55,9 +60,11 @@ def run(args) -> int:
     source, dataset = model_with_data(args, "compare")
     count = min(args.samples, len(dataset.x_test))
     require_run_memory(source.graph, min(args.batch_size, count))
-    compiled = compile_for_targets(source.graph, targets, CompileOptions(QuantizeOptions(args.bits, args.weight_scale)))
-    result = compare(compiled, model_inputs(dataset.x_test[:count], source.graph), dataset.y_test[:count],
-                     args.batch_size, args.device)
+    with executor or nullcontext():  # connected before the work: a wrong address fails first
+        compiled = compile_for_targets(source.graph, targets,
+                                       CompileOptions(QuantizeOptions(args.bits, args.weight_scale)))
+        result = compare(compiled, model_inputs(dataset.x_test[:count], source.graph), dataset.y_test[:count],
+                         args.batch_size, args.device, executor, args.bits)
     print(table(result))
     exact = result.get("exact")
     return 1 if exact is not None and not exact["equal"] else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from snn_compile.cli.common import (check_seed, check_steps, DATA_HELP, FORCE_HELP, FRAMEWORK_HELP, output_path,
                                     Parser, positive, require_run_memory, RESET_HELP)
 from snn_compile.compile import MAX_STEPS
+from snn_compile.split_run import CLUSTER_HELP, WORKERS_HELP, split_executor
 from targets.registry import get_target, TARGETS
 from toolchain.errors import UserError
 from toolchain.files import StagingDir
@@ -59,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
                    "runs: auto (default: a CUDA GPU when torch sees one, else the CPU), cpu, or cuda; the integers "
                    "are the same")
     p.add_argument("--batch-size", type=int, default=256, help="samples run at once (default 256)")
+    p.add_argument("--workers", type=int, help=WORKERS_HELP)
+    p.add_argument("--cluster", default="local", help=CLUSTER_HELP)
     p.add_argument("--steps", type=int, help=f"time steps, when a NIR file does not say (at most {MAX_STEPS})")
     p.add_argument("--dt", type=float, help="time step in seconds for discretising NIR, when the file "
                    "does not say (default 1e-4, snnTorch's convention)")
@@ -127,13 +131,14 @@ def run(args) -> int:
 
     target = get_target(args.target)
     positive(samples=args.samples, batch_size=args.batch_size, steps=args.steps, max_cores=args.max_cores,
-             chips=args.chips)
+             chips=args.chips, workers=args.workers)
     check_steps(args.steps)
     check_seed(args.placement_seed, "--placement-seed")
     if args.calibration < 0:
         raise UserError(f"--calibration must be 0 or more, got {args.calibration}")
     if target.quantizes:  # the bits are checked before any work
         target.check_bits(args.bits)
+    executor = split_executor(args.cluster, args.workers, args.device)
     target.check_device(args.device)
     if args.export == "netx" and target.chip != "loihi2":
         raise UserError(f"--export netx writes a Loihi 2 program; target {target.name} compiles none")
@@ -162,23 +167,26 @@ def run(args) -> int:
         graph_passes, lowering = pipeline(source.graph, target, options, calibration)
         print("\n".join(p.describe() for p in graph_passes + lowering))
         return 0
-    compiled = compile_model(source.graph, target, options, calibration)
-    program = compiled.program
+    if dataset is None:  # nothing to run: nothing to split
+        executor = None
+    with executor or nullcontext():  # connected before the work: a wrong address fails first
+        compiled = compile_model(source.graph, target, options, calibration)
+        program = compiled.program
 
-    from snn_compile.evaluate import evaluate_and_report
-    with output as staging:
-        written = ["model.nir", "report.json", "report.md", "report.html"]
-        if program is not None:
-            write_bytes_atomically(staging / "program.h5", program.to_bytes())
-            written.insert(0, "program.h5")
-        if args.export == "netx":
-            from frontends.netx import write_netx
-            write_netx(program, staging / "network.net")
-            written.insert(1, "network.net")
-        write_nir(source.nir_graph, staging / "model.nir")
-        report = evaluate_and_report(source, compiled, dataset, args.samples, args.batch_size, staging,
-                                     bits=args.bits, energy_model=args.energy_model, memory=args.memory,
-                                     device=args.device)
+        from snn_compile.evaluate import evaluate_and_report
+        with output as staging:
+            written = ["model.nir", "report.json", "report.md", "report.html"]
+            if program is not None:
+                write_bytes_atomically(staging / "program.h5", program.to_bytes())
+                written.insert(0, "program.h5")
+            if args.export == "netx":
+                from frontends.netx import write_netx
+                write_netx(program, staging / "network.net")
+                written.insert(1, "network.net")
+            write_nir(source.nir_graph, staging / "model.nir")
+            report = evaluate_and_report(source, compiled, dataset, args.samples, args.batch_size, staging,
+                                         bits=args.bits, energy_model=args.energy_model, memory=args.memory,
+                                         device=args.device, executor=executor)
     from snn_compile.report import terminal
     print(terminal(report))
     print(f"\nwrote {out_dir}/ ({', '.join(written)})")

@@ -1,4 +1,4 @@
-"""``snn-compile sweep MODEL``: accuracy, size and cost across weight bits x pruning ratios."""
+"""``snn-compile sweep MODEL``: accuracy, size and cost across weight bits x pruning ratios (x core budgets)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def parser() -> argparse.ArgumentParser:
                    "Loihi 2 emulator, wider on the digital target; default 16,8,4)")
     p.add_argument("--prune", default="0.1,0.2,0.3", help="comma-separated structured pruning ratios in [0, 1) "
                    "(default 0.1,0.2,0.3)")
+    p.add_argument("--max-cores", help="comma-separated Loihi core budgets, e.g. 8,16,32: per method and chip "
+                   "width, a row pruned to fit each (as compile --max-cores N --prune-to-fit prunes: structured, "
+                   "each cut chosen by what the readout loses on the calibration images per core saved)")
     p.add_argument("--methods", default="baseline,best", help="baseline, best or both (default both)")
     p.add_argument("--target", default="loihi2", help=f"where rows run: {', '.join(TARGETS)} (default loihi2; "
                    "widths it does not hold run on the first target that does)")
@@ -70,7 +73,7 @@ def _sweep_options(args, model_bytes: bytes) -> dict:
             "methods": args.methods, "dataset": args.dataset, "data_dir": args.data_dir, "samples": args.samples,
             "calibration": args.calibration, "finetune_epochs": args.finetune_epochs,
             "finetune_samples": args.finetune_samples, "prune_search": args.prune_search, "grid": args.grid,
-            "steps": args.steps, "target": args.target,
+            "steps": args.steps, "target": args.target, "max_cores": args.max_cores,
             "data_sha256": hashlib.sha256(read_input(args.data)).hexdigest() if args.data else None}
 
 
@@ -102,15 +105,19 @@ def run(args) -> int:
     from toolchain.files import read_input
     from snn_compile.report import sweep_table, write_sweep
     from snn_compile.sweep import (SweepFailed, SweepInterrupted, check_settings, finish_rows, run_sweep,
-                                   split_data, sweep_executor)
+                                   split_data, sweep_executor, sweep_settings)
 
     bits = number_list(args.bits, int, "--bits")
     ratios = number_list(args.prune, float, "--prune")
+    budgets = number_list(args.max_cores, int, "--max-cores") if args.max_cores is not None else []
+    if args.max_cores is not None and not budgets:
+        raise UserError("--max-cores needs at least one value, e.g. --max-cores 8,16,32")
     methods = [m for m in args.methods.split(",") if m]
     if not methods or set(methods) - {"baseline", "best"}:
         raise UserError(f"--methods {args.methods!r}: choose baseline, best or baseline,best")
     target = get_target(args.target)
     check_settings(bits, ratios)
+    sweep_settings(bits, ratios, methods, args.grid, budgets, target.name)  # every budget checked before any work
     positive(samples=args.samples, calibration=args.calibration, workers=args.workers,
              finetune_samples=args.finetune_samples, steps=args.steps)
     check_steps(args.steps)
@@ -140,7 +147,8 @@ def run(args) -> int:
         rows = run_sweep(source.graph, target, data, bits, ratios, methods, workers=args.workers,
                          finetune_epochs=args.finetune_epochs, grid=args.grid,
                          prune_search=args.prune_search == "greedy", finished=finished, executor=executor,
-                         on_row=lambda rows, total: save(rows, total, "written as each setting finishes"))
+                         on_row=lambda rows, total: save(rows, total, "written as each setting finishes"),
+                         max_cores=budgets)
     except SweepInterrupted as stop:
         if stop.rows:
             save(stop.rows, stop.total, "interrupted")

@@ -1,4 +1,5 @@
-"""SynSense Xylo Audio 2 (SYNS61201): its program, lowering passes, design rules, emulator and costs.
+"""SynSense Xylo Audio 2 (SYNS61201) and Xylo IMU (SYNS63300): program, lowering passes, design
+rules, emulator and costs, one for both; each chip is its spec file.
 
 A Xylo holds one network: up to 16 input channels into up to 1000 hidden
 neurons whose connections among themselves form one recurrent matrix, read

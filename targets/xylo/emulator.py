@@ -1,15 +1,17 @@
 """Bit-accurate Xylo Audio 2 emulator, batched over samples.
 
 The equations are SynSense's xylosim (``xylosim.v2.XyloLayer``, what
-Rockpool's ``XyloSim`` for SYNS61201 runs), read from its behaviour and
-checked against it in the tests. Per step, for every hidden neuron:
+Rockpool's ``XyloSim`` for SYNS61201 and SYNS63300 runs), read from its C++
+source (``src/v2/cpp/XyloIAFNeuron.cpp`` in the 0.1.3 sdist) and checked
+against it in the tests. Per step, for every hidden neuron:
 
 - the input channels' events (at most 15 per channel), then the hidden
   neurons' previous-step events (up to 31 each), each times its weight
   shifted left by the matrix's shift, are added to ``Isyn`` one source after
   another in id order, saturating at 16 bit after each;
 - ``Isyn -= decay(Isyn, dash_syn)``;
-- ``Vmem = sat16(Vmem - decay(Vmem, dash_mem) + Isyn + bias)``;
+- ``Vmem = sat16(Vmem + sat16(sat16(Isyn - decay(Vmem, dash_mem)) + bias))``: the change is
+  saturated before it is added (``XyloIAFNeuron::evolve`` in xylosim's source);
 - while ``Vmem >= threshold`` (at most 31 times): one event, ``Vmem -= threshold``.
 
 ``decay(x, d)`` is ``x >> d`` (arithmetic), but at least 1 for a positive x:
@@ -39,6 +41,14 @@ def decay(x: np.ndarray, dash: np.ndarray) -> np.ndarray:
     """What one step's bit-shift decay takes from ``x``."""
     step = x >> dash
     return np.where((x > 0) & (step == 0), 1, step)
+
+
+def integrate(vmem: np.ndarray, dash: np.ndarray, isyn: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The membrane after one step: xylosim saturates the change (decay plus ``Isyn``, then plus the
+    bias) at 16 bit before adding it, so a saturated ``Isyn`` onto a decaying negative membrane
+    gains less than the plain sum."""
+    change = np.clip(np.clip(isyn - decay(vmem, dash), STATE_MIN, STATE_MAX) + bias, STATE_MIN, STATE_MAX)
+    return np.clip(vmem + change, STATE_MIN, STATE_MAX)
 
 
 class _Matrix:
@@ -92,8 +102,8 @@ def simulate(program: XyloProgram, events: np.ndarray, record: bool = True) -> d
         isyn_o = _accumulate(isyn_o, [(spikes, w_out)])
         isyn = isyn - decay(isyn, p.dash_syn)
         isyn_o = isyn_o - decay(isyn_o, p.dash_syn_out)
-        vmem = np.clip(vmem - decay(vmem, p.dash_mem) + isyn + p.bias, STATE_MIN, STATE_MAX)
-        vmem_o = np.clip(vmem_o - decay(vmem_o, p.dash_mem_out) + isyn_o + p.bias_out, STATE_MIN, STATE_MAX)
+        vmem = integrate(vmem, p.dash_mem, isyn, p.bias)
+        vmem_o = integrate(vmem_o, p.dash_mem_out, isyn_o, p.bias_out)
         fired = np.where(vmem >= p.threshold, np.minimum(vmem // p.threshold, HIDDEN_SPIKES_MAX), 0)
         vmem = vmem - fired * p.threshold
         fired_o = (vmem_o >= p.threshold_out).astype(np.int64)

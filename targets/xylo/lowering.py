@@ -8,7 +8,8 @@ error reported per layer; weights become ``bits``-bit integers with one
 left shift per matrix, thresholds and biases 16-bit integers. Every neuron
 has its own scale (its weights, threshold and bias together, as Rockpool's
 ``channel_quantize``): a spike does not depend on it. Xylo adds a step's
-input to ``Isyn`` before decaying it, so the weights carry 1 / (1 - 2^-dash_syn).
+input to ``Isyn`` before decaying it, and a synapse-less float neuron gets Xylo's shortest current
+decay: the weights carry the factor that keeps a held input's steady-state current.
 
 map: as Rockpool's mapper, hidden populations take consecutive hidden ids;
 input weights go to the input matrix, every connection between hidden
@@ -23,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from targets.xylo.drc import check_fits
+from targets.xylo.drc import check_fits, title
 from targets.xylo.program import OUTPUT, LayerSlot, XyloProgram
-from toolchain.drc import raise_if_any
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, Graph
 from toolchain.passes.pipeline import CompilerPass, Context
@@ -49,6 +49,16 @@ def dash_of(decay: np.ndarray, low: int, high: int) -> np.ndarray:
 
 def chip_decay(dash: np.ndarray) -> np.ndarray:
     return 1.0 - 2.0 ** -np.asarray(dash, dtype=np.float64)
+
+
+def current_gain(alpha: np.ndarray, chip_alpha: np.ndarray) -> np.ndarray:
+    """The weight factor that gives a held input the float current's steady state: Xylo's current
+    settles at ``chip_alpha g x / (1 - chip_alpha)``, the float one at ``x / (1 - alpha)``. A
+    non-decaying float current has no steady state; it keeps ``1 / chip_alpha``, a step's input
+    arriving whole."""
+    alpha = np.asarray(alpha, dtype=np.float64)
+    settled = (1 - chip_alpha) / (chip_alpha * np.maximum(1 - alpha, 1e-12))
+    return np.where(alpha < 1, settled, 1.0 / chip_alpha)
 
 
 @dataclass
@@ -115,7 +125,7 @@ def quantize(graph: Graph, chip, bits: int = 8, headroom: int = HEADROOM) -> Qua
     for pop in graph.populations:
         dash_syn = dash_of(pop.alpha, chip.limit("dash_syn_min"), dash_max)
         dash_mem = dash_of(pop.beta, 0, dash_max)
-        gain = 1.0 / chip_decay(dash_syn)
+        gain = current_gain(pop.alpha, chip_decay(dash_syn))
         if np.any((pop.alpha >= 1) & (pop.current_bias != 0)):
             raise UserError(f"population {pop.name}: a current bias into a non-decaying current has no Xylo form")
         bias = pop.bias + np.where(pop.alpha < 1, pop.current_bias / np.maximum(1 - pop.alpha, 1e-12), 0.0)
@@ -211,13 +221,16 @@ class XyloMap(CompilerPass):
 
 @dataclass(frozen=True)
 class XyloCheck(CompilerPass):
-    """Every design rule at once; the first broken one (and how many more) is the error."""
+    """Every design rule at once: one line naming each broken limit and what would help."""
 
     chip: Any
     name = "drc"
 
     def __call__(self, program: XyloProgram, context: Context) -> XyloProgram:
-        raise_if_any(check_fits(program, self.chip), "the model does not fit Xylo")
+        found = check_fits(program, self.chip)
+        if found:
+            others = "".join(f"; {v.label}: needs {v.value}, holds {v.allowed}: {v.hint}" for v in found[1:])
+            raise UserError(f"the model does not fit {title(self.chip)}: {found[0]}{others}")
         return program
 
 

@@ -165,11 +165,15 @@ def test_dataset_directory_without_files(checkpoint, tmp_path):
                       "not found", "dataset-fashion-mnist")
 
 
-def test_compare_prints_accuracy_and_agreement_per_backend(checkpoint):
+def test_compare_prints_accuracy_energy_latency_and_agreement_per_backend(checkpoint):
     proc = snn_compile("compare", checkpoint, "--targets", "reference,loihi2", "--samples", "100")
     assert proc.returncode == 0, proc.stderr
-    lines = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line.startswith(("reference", "loihi2")))
-    assert float(lines["reference"]) >= 0.9 and float(lines["loihi2"]) >= 0.9
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()
+            if line.startswith(("reference ", "loihi2 "))}
+    assert float(rows["reference"][1]) >= 0.9 and float(rows["loihi2"][1]) >= 0.9
+    assert rows["reference"][3:6] == ["nJ", "-", "45"]  # priced by the 45 nm model, which has no latency
+    assert rows["loihi2"][3] == "nJ" and rows["loihi2"][5] == "us" and float(rows["loihi2"][4]) > 0
+    assert "Loihi 2 estimate (dynamic energy)" in proc.stdout
     agreement = next(line for line in proc.stdout.splitlines() if line.startswith("reference/loihi2"))
     assert float(agreement.split()[1]) >= 0.95
     assert "bit-exact" not in proc.stdout  # only printed when both bit-accurate backends ran

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,11 +17,16 @@ from frontends.models import SpikingNetwork, default_config
 from targets import reference
 from targets.registry import get_target
 from snn_compile.cli import main
+from snn_compile.compile import CompileOptions, compile_model
+from snn_compile.report import write_sweep
+from targets.chips import load_chip
+from toolchain.drc import check_fits
 from toolchain.errors import UserError
 from toolchain.files import read_marker
 from toolchain.ir import INPUT, Connection, Graph, Population
 from toolchain.passes.quantize import QuantizeOptions, fake_quantize, quantize
-from snn_compile.sweep import check_settings, evaluate_setting, run_sweep, split_data, sweep_settings
+from snn_compile.sweep import check_settings, evaluate_setting, run_sweep, setting_key, split_data, sweep_settings
+from toolchain.passes.prune import PruneOptions
 
 CLI = [sys.executable, "-m", "snn_compile.cli"]
 
@@ -140,3 +146,55 @@ def test_resumed_rows_equal_computed_ones(mlp, digits, loihi2):
     finished = [row for row in rows if (row["method"], row["bits"], row["prune"]) not in missing]
     assert len(finished) == len(rows) - 2
     assert run_sweep(mlp[1], get_target("loihi2"), data, **settings, finished=finished) == rows
+
+
+def test_core_budgets_add_rows_pruned_to_fit_each(csnn, digits, monkeypatch, tmp_path):
+    """The cores axis on the digits CSNN: it fits 3 cores of the real chip, so a chip whose
+    convolution tile holds 128 neurons makes it take 7. A row per budget and chip width, pruned
+    until its program maps within the budget, is kept on --resume and lands on the cores front."""
+    chip = load_chip("loihi2")
+    small = replace(chip, limits={**chip.limits, "conv_tile_neurons_below": {"value": 128, "source": "test"}})
+    monkeypatch.setattr("snn_compile.compile.load_chip", lambda name: small)
+    data = split_data(digits, calibration=128, validation=128, test_samples=150)
+    options = dict(methods=("baseline",), workers=1, prune_search=False, progress=False)
+    rows = run_sweep(csnn[1], get_target("loihi2"), data, [8], [0.2], max_cores=[4, 3], **options)
+    by = {setting_key(r): r for r in rows}
+    assert list(by) == [(32, 0.0, "baseline"), (8, 0.0, "baseline"), (8, 0.2, "baseline"), (32, 0.2, "baseline"),
+                        (8, 0.0, "baseline", 4), (8, 0.0, "baseline", 3)]
+    assert by[(8, 0.0, "baseline")]["loihi_cores"] == 7
+    for budget in (4, 3):
+        row = by[(8, 0.0, "baseline", budget)]
+        assert row["max_cores"] == budget and row["loihi_cores"] <= budget and 0 <= row["accuracy"] <= 1
+        assert row["pruning"].startswith("to fit, structured/l1/none, by readout deviation per core saved: 7 -> ")
+        assert row["neurons"] < by[(8, 0.0, "baseline")]["neurons"]
+    # the row is the program compile --max-cores 3 --prune-to-fit makes
+    compiled = compile_model(csnn[1], get_target("loihi2"), CompileOptions(
+        QuantizeOptions(8, "max", "tensor", False), PruneOptions(0.0, "structured", "l1", "none"), max_cores=3,
+        prune_to_fit=True), data.calibration)
+    assert check_fits(compiled.program.mapping, small, max_cores=3) == []
+    predictions = get_target("loihi2").run(compiled.program, data.test_x).predictions()
+    assert by[(8, 0.0, "baseline", 3)]["accuracy"] == pytest.approx(np.mean(predictions == data.test_y))
+    assert by[(8, 0.0, "baseline", 3)]["loihi_cores"] == len(compiled.program.mapping.cores)
+
+    again = run_sweep(csnn[1], get_target("loihi2"), data, [8], [0.2], max_cores=[4, 3], finished=rows, **options)
+    assert again == rows
+    with pytest.raises(UserError, match="--max-cores prunes to a Loihi core budget; none of --bits 16"):
+        run_sweep(csnn[1], get_target("loihi2"), data, [16], [0.2], max_cores=[3], **options)
+    write_sweep(rows, tmp_path)
+    page = (tmp_path / "sweep.html").read_text()
+    assert "accuracy vs Loihi cores" in page and "baseline 8b fit 3 cores" in page
+
+
+@pytest.mark.parametrize("budgets, bits, message", [
+    ("0,8", "8", "--max-cores 0: a core budget is a positive whole number"),
+    (",", "8", "--max-cores needs at least one value, e.g. --max-cores 8,16,32"),
+    ("8", "16", "--max-cores prunes to a Loihi core budget; none of --bits 16 runs on a chip with cores "
+                "(Loihi 2 holds 1..8)")])
+def test_bad_core_budgets_are_refused_before_any_work(tmp_path, capsys, budgets, bits, message):
+    torch.manual_seed(0)
+    model = SpikingNetwork(default_config("mlp", (1, 8, 8), 10, widths=[16]), (1, 8, 8), 10, 4)
+    save_checkpoint(model, tmp_path / "model.pt", dataset="digits", levels=16)
+    assert main(["sweep", str(tmp_path / "model.pt"), "--bits", bits, "--max-cores", budgets,
+                 "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"snn-compile: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

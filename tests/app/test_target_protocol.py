@@ -3,6 +3,7 @@ sweep prices a row exactly as the compile command prices the same model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -113,3 +114,19 @@ def test_a_device_the_machine_lacks_is_refused_before_any_work(checkpoint, tmp_p
     with pytest.raises(UserError, match="target lava runs on the CPU only"):
         get_target("lava").check_device("cuda")
     get_target("lava").check_device("auto")  # auto is the CPU wherever there is no GPU
+
+
+def test_a_reset_the_target_cannot_run_is_refused_before_any_run(toy, checkpoint, capsys, monkeypatch):
+    """A target declares the resets it runs; compare refuses the others before the reference runs a sample."""
+    monkeypatch.setitem(TARGETS, "toy", dataclasses.replace(TARGETS["toy"], resets=("zero",)))
+    monkeypatch.setattr(reference, "run", lambda *a, **k: pytest.fail("a run started before the refusal"))
+    assert main(["compare", str(checkpoint), "--targets", "reference,toy", "--bits", "4", "--reset", "subtract"]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "resets by subtract and target toy runs only reset zero; compile with --reset zero" in message
+
+
+def test_lava_takes_only_reset_to_zero_and_names_the_target_that_takes_subtraction(mlp):
+    graph = mlp[1].replace(populations=[dataclasses.replace(p, reset="subtract") for p in mlp[1].populations])
+    with pytest.raises(UserError, match="target lava runs only reset zero; compile with --reset zero or use "
+                                        "--target loihi2"):
+        compile_model(graph, get_target("lava"))

@@ -16,7 +16,8 @@ from targets.registry import get_target
 from targets.xylo.costs import cycles_per_step
 from targets.xylo.drc import check_fits
 from targets.xylo.emulator import input_events, simulate
-from targets.xylo.lowering import dash_of, map_core, quantize
+from targets.xylo.costs import xylo_costs
+from targets.xylo.lowering import current_gain, dash_of, map_core, quantize
 from targets.xylo.program import OUTPUT, LayerSlot, XyloProgram
 from toolchain.errors import UserError
 from toolchain.ir import INPUT, Connection, Graph, Population
@@ -30,13 +31,18 @@ def xylo():
 
 
 def reference(p: XyloProgram, events: np.ndarray) -> dict:
-    """The documented equations one neuron, one source and one event count at a time."""
+    """xylosim's C++ neuron (``XyloIAFNeuron::evolve``, ``safe_add``) one neuron, one source and one
+    event count at a time."""
+    def add(x, y):  # safe_add: the sum, or the bound it would reach or pass
+        bound = LOW if y < 0 else HIGH
+        return x + y if abs(bound - x) > abs(y) else bound
+
     def sat(x):
         return min(max(x, LOW), HIGH)
 
     def dec(x, d):
         step = x >> d
-        return 1 if x > 0 and step == 0 else step
+        return (1 if x > 0 else -1 if x < 0 else 0) if step == 0 else step
 
     out = {k: [] for k in ("spikes", "spikes_out", "isyn", "vmem", "isyn_out", "vmem_out")}
     for sample in events:
@@ -58,14 +64,15 @@ def reference(p: XyloProgram, events: np.ndarray) -> dict:
                 isyn_o[k] = x - dec(x, int(p.dash_syn_out[k]))
             fired = [0] * nh
             for j in range(nh):
-                v = sat(vmem[j] - dec(vmem[j], int(p.dash_mem[j])) + isyn[j] + int(p.bias[j]))
+                v = add(vmem[j], add(add(-dec(vmem[j], int(p.dash_mem[j])), isyn[j]), int(p.bias[j])))
                 while v >= p.threshold[j] and fired[j] < 31:
                     v -= int(p.threshold[j])
                     fired[j] += 1
                 vmem[j] = v
             fired_o = [0] * no
             for k in range(no):
-                v = sat(vmem_o[k] - dec(vmem_o[k], int(p.dash_mem_out[k])) + isyn_o[k] + int(p.bias_out[k]))
+                v = add(vmem_o[k], add(add(-dec(vmem_o[k], int(p.dash_mem_out[k])), isyn_o[k]),
+                                       int(p.bias_out[k])))
                 if v >= p.threshold_out[k]:
                     v -= int(p.threshold_out[k])
                     fired_o[k] = 1
@@ -152,13 +159,18 @@ def xylosim(program: XyloProgram, events: np.ndarray) -> dict:
             for k in runs[0]}
 
 
-def test_emulator_equals_xylosim_on_hand_built_programs():
-    rng = np.random.default_rng(11)
-    program = random_program(rng, n_in=5, n_hidden=7, n_out=3)
+@pytest.mark.parametrize("big", [False, True])
+def test_emulator_equals_xylosim_on_hand_built_programs(big):
+    """``big``: driven into saturation on every step, where the order of xylosim's saturating adds
+    decides ``Vmem`` and so the spikes."""
+    rng = np.random.default_rng(2 if big else 11)
+    program = random_program(rng, n_in=5, n_hidden=7, n_out=3, big=big)
     events = rng.integers(0, 20, (4, 15, program.n_in)) * (rng.random((4, 15, program.n_in)) < 0.5)
     want, got = xylosim(program, events), simulate(program, events)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    if big:
+        assert got["spikes"].max() == 31 and got["vmem"].min() == LOW and got["isyn"].max() > HIGH // 2
 
 
 def test_emulator_equals_xylosim_on_the_trained_mlp(mlp, digits, xylo):
@@ -177,9 +189,11 @@ def test_mlp_refused_naming_every_limit(mlp, xylo):
     assert [(v.layer, v.limit, v.value, v.allowed) for v in check_fits(program, xylo)] == [
         (INPUT, "input_channels", 64, 16), (INPUT, "input_events_per_step", 16, 15),
         ("b1_lif", "output_neurons", 10, 8)]
-    with pytest.raises(UserError, match=r"^the model does not fit Xylo: layer input: needs 64 input channels, "
-                       r"over the limit of 16 by 48 .*\(and 2 more limits broken: input events per channel "
-                       r"and step, output neurons\)$"):
+    with pytest.raises(UserError, match=r"^the model does not fit Xylo Audio 2: layer input: needs 64 input "
+                       r"channels, over the limit of 16 by 48 \(300%\); reduce the input to at most that many "
+                       r"channels \(pool or select features\); input events per channel and step: needs 16, "
+                       r"holds 15: encode the input with fewer levels .*; output neurons: needs 10, holds 8: "
+                       r"read out at most that many classes, or compile for --target xylo-imu \(Xylo IMU: 16\)$"):
         compile_model(graph, get_target("xylo"), CompileOptions())
 
 
@@ -258,3 +272,61 @@ def test_cycle_model_is_rockpools_formula(xylo):
     # Rockpool cycles_model, worst case (every channel and neuron fires), no isyn2, no aliases
     expected = 4 * (6 * 3.5 + 1) + (fanout * 7 + 3) * 6 + (1 + 3 * 8) * 6 + (19 + 3) * 6 + 12 * 3
     assert cycles_per_step(program, 1.0, 1.0, 1.0, xylo) == pytest.approx(expected)
+
+
+def test_emulator_equals_xylosim_on_a_recurrent_program(xylo):
+    """A recurrent first layer and a second hidden layer: blocks of the one hidden matrix."""
+    rng = np.random.default_rng(4)
+    program = compile_model(small_recurrent_graph(rng), get_target("xylo"), CompileOptions()).model
+    events = input_events(program, rng.integers(0, 16, (6, 16)))
+    want, got = xylosim(program, events), simulate(program, events)
+    assert got["spikes"][:, :, :12].sum() > 0 and got["spikes"][:, :, 12:].sum() > 0
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_a_held_input_reaches_the_float_steady_current():
+    # Xylo: I = a (I + g x) settles at a g x / (1 - a); the float current at x / (1 - alpha)
+    for alpha, chip_alpha in ((0.0, 0.5), (0.8, 0.75), (0.5, 0.5)):
+        g = float(current_gain(np.array([alpha]), np.array([chip_alpha]))[0])
+        current = 0.0
+        for _ in range(200):
+            current = chip_alpha * (current + g)
+        assert current == pytest.approx(1 / (1 - alpha))
+
+
+def imu_graph(first: int, out: int = 10) -> Graph:
+    rng = np.random.default_rng(7)
+    def w(n, m):
+        return rng.normal(0, 0.5, (n, m))
+
+    return _graph([Connection(INPUT, "a", w(first, 16)), Connection("a", "b", w(150, first)),
+                   Connection("b", "o", w(out, 150))], [("a", first), ("b", 150), ("o", out)])
+
+
+def test_xylo_imu_is_a_second_spec_with_its_own_limits():
+    imu = load_chip("xylo_imu")
+    program = map_core(quantize(imu_graph(130), imu))
+    assert [(v.layer, v.limit, v.value, v.allowed) for v in check_fits(program, imu)] == [
+        ("a", "input_expansion_neurons", 130, 128), ("b", "output_expansion_neurons", 150, 128)]
+    with pytest.raises(UserError, match=r"^the model does not fit Xylo IMU: layer a: needs 130 hidden neurons "
+                       r"taking input \(the first ids\), over the limit of 128 by 2 .*make the first hidden layer "
+                       r"at most that wide; hidden neurons read by the outputs \(the last ids\): needs 150, holds 128"):
+        compile_model(imu_graph(130), get_target("xylo-imu"), CompileOptions())
+    # 10 outputs: over Xylo Audio 2's 8, within the IMU's 16
+    assert [v.limit for v in check_fits(map_core(quantize(imu_graph(100), imu)), load_chip("xylo"))] == [
+        "output_neurons"]
+
+
+def test_imu_cycles_count_the_expansion_neurons_and_only_audio2_has_a_published_power(xylo):
+    imu = load_chip("xylo_imu")
+    program = random_program(np.random.default_rng(5), n_in=4, n_hidden=6, n_out=3)
+    program.w_in[:, 3:] = 0  # input reaches hidden 0..2 only
+    program.w_out[:2] = 0  # the outputs read hidden 2..5
+    fanout = np.mean(np.count_nonzero(program.w_rec, axis=1))
+    expected = 4 * (3 * 3.5 + 1) + (fanout * 7 + 3) * 6 + (1 + 3 * 8) * 4 + (19 + 3) * 6 + 12 * 3
+    assert cycles_per_step(program, 1.0, 1.0, 1.0, imu) == pytest.approx(expected)
+    result = get_target("xylo").run(program, np.ones((2, 4), np.int64))
+    audio2, imu_costs = (xylo_costs(program, result.activity, 2, chip) for chip in (xylo, imu))
+    assert audio2["energy_per_inference_j"] == pytest.approx(291e-6 * 11 * 1e-3)  # 10 steps + 1 of latency
+    assert "arXiv:2406.15112" in audio2["energy_source"] and "energy_per_inference_j" not in imu_costs

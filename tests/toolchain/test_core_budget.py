@@ -125,3 +125,34 @@ def test_prune_to_fit_needs_a_budget_and_a_chip():
         compile_model(graph(), get_target("loihi2"), CompileOptions(prune_to_fit=True))
     with pytest.raises(UserError, match="has no cores"):
         compile_model(graph(), get_target("digital45nm"), CompileOptions(max_cores=2, prune_to_fit=True))
+
+
+def test_compile_with_calibration_images_cuts_where_the_readout_loses_least_per_core(monkeypatch):
+    """Given calibration images, compile's --prune-to-fit keeps, of the trials (one step off each
+    layer), the cut whose float readout moves least from the unpruned one's per core saved: here b's
+    channel (1 core), where counting cores alone takes a's (4 cores)."""
+    from snn_compile.compile import CompileOptions, compile_model
+    from targets.registry import get_target
+    from toolchain.passes.prune import PruneOptions, remove_units, unit_scores
+
+    full = graph(6)
+    images = np.random.default_rng(2).integers(0, 256, (64, 1, 10, 10))
+    unpruned = reference.run(full, images).output
+    trials = {}
+    for name in ("a", "b"):
+        weakest = np.argsort(unit_scores(full, full.population(name), PruneOptions(0.0), None), kind="stable")[:1]
+        cut = remove_units(full, {name: weakest}, PruneOptions(0.0), None)
+        trials[name] = (float(np.mean((reference.run(cut, images).output - unpruned) ** 2)),
+                        sum(cores_per_layer(full)) - sum(cores_per_layer(cut)))
+    assert {name: saved for name, (_, saved) in trials.items()} == {"a": 4, "b": 1}
+    least = min(trials, key=lambda name: trials[name][0] / trials[name][1])
+    assert least == "b"
+
+    monkeypatch.setattr("snn_compile.compile.load_chip", lambda name: CHIP)
+    options = CompileOptions(QuantizeOptions(8), PruneOptions(0.0), max_cores=10, prune_to_fit=True)
+    note = compile_model(full, get_target("loihi2"), options, images).notes["prune-to-fit"]
+    plain = compile_model(full, get_target("loihi2"), options).notes["prune-to-fit"]
+    assert note["pruned"] == {"b": {"units": 8, "removed": 1}} and note["cores_after"] == 10
+    assert note["chosen_by"] == "readout deviation per core saved"
+    assert note["readout_deviation"] == pytest.approx(trials["b"][0])
+    assert plain["pruned"] == {"a": {"units": 8, "removed": 1}} and plain["chosen_by"] == "cores saved"

@@ -38,7 +38,8 @@ MOST = 0.9
 @dataclass
 class BudgetFit:
     """The pruned graph and its program, what was removed per layer (units of the unpruned graph, in
-    removal order) and the cores, chips and (given ``accuracy``) accuracy before and after."""
+    removal order), the cores, chips and (given ``accuracy``) accuracy before and after, and (given
+    ``deviation``) what the pruned graph's readout lost."""
 
     graph: Graph
     program: Program
@@ -47,10 +48,13 @@ class BudgetFit:
     cores: tuple[int, int]
     chips: tuple[int, int]
     accuracy: tuple[float, float] | None = None
+    deviation: float | None = None
 
     def summary(self) -> dict:
         return {"cores_before": self.cores[0], "cores_after": self.cores[1], "chips_before": self.chips[0],
                 "chips_after": self.chips[1],
+                "chosen_by": "cores saved" if self.deviation is None else "readout deviation per core saved",
+                **({} if self.deviation is None else {"readout_deviation": self.deviation}),
                 "pruned": {name: {"units": self.units[name], "removed": int(len(gone))}
                            for name, gone in self.removed.items()},
                 **({"accuracy_before": self.accuracy[0], "accuracy_after": self.accuracy[1],
@@ -109,4 +113,4 @@ def prune_to_fit(graph: Graph, lower: Callable[[Graph], Program], chip, max_core
         _, taken, pruned, program, mapping = best
     return BudgetFit(pruned, program, {name: order[name][:k] for name, k in taken.items() if k}, units,
                      (start[0], len(mapping.cores)), (start[1], mapping.chips_used),
-                     (accuracy(graph), accuracy(pruned)) if accuracy else None)
+                     (accuracy(graph), accuracy(pruned)) if accuracy else None, lost if deviation else None)

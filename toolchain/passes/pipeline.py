@@ -100,21 +100,25 @@ class Prune(CompilerPass):
 @dataclass(frozen=True)
 class PruneToFit(CompilerPass):
     """Structured pruning, chosen per layer, until the program ``quantize`` makes for ``chip`` maps
-    within ``max_cores`` and ``chips`` (``toolchain.passes.core_budget``)."""
+    within ``max_cores`` and ``chips`` (``toolchain.passes.core_budget``). ``deviation``: what a
+    pruned graph's readout loses (the application measures it); each round then keeps the cut that
+    loses least per core saved, not the one that saves most."""
 
     chip: Any
     quantize: QuantizeOptions
     max_cores: int | None
     chips: int | None
     options: PruneOptions
+    deviation: Callable[[Graph], float] | None = field(default=None, compare=False)
     name = "prune-to-fit"
+    hidden = ("chip", "deviation")
 
     def __call__(self, graph: Graph, context: Context) -> Graph:
         statistics = context.statistics(graph, gram=needs_gram(self.options)) \
             if needs_calibration(self.options) else None
         lower = Quantize(self.chip, self.quantize)
         fit = prune_to_fit(graph, lambda candidate: lower(candidate, context), self.chip, self.max_cores,
-                           self.chips, self.options, statistics)
+                           self.chips, self.options, statistics, deviation=self.deviation)
         context.notes[self.name] = fit.summary()
         return fit.graph
 
