@@ -22,7 +22,7 @@ from frontends.nir_export import to_nir
 from frontends.training import TrainOptions, train
 from snn_compile.compare import compare
 from snn_compile.compile import CompileOptions, compile_for_targets, model_inputs
-from snn_compile.split_run import _run_batch, split_executor
+from snn_compile.split_run import _narrowed, _run_batch, split_executor
 from targets.registry import get_target
 from toolchain.batching import iterate_batches
 from toolchain.nir_import import graph_from_nir
@@ -69,9 +69,10 @@ def main() -> None:
 
     print(f"{'target':12} {'model, per worker':>17} {'samples out':>12} {'results back':>13}")
     for name, c in compiled.items():
-        shared = (c.target, c.model, args.batch_size, {})
-        back = sum(pickled(_run_batch(shared, x[rows])) for rows in batches)
-        print(f"{name:12} {pickled(shared):17,} {sum(pickled(x[rows]) for rows in batches):12,} {back:13,}")
+        shared = (c.target, c.model, args.batch_size, {}, x.dtype)
+        back = sum(pickled(_run_batch(shared, _narrowed(x[rows]))) for rows in batches)
+        out = sum(pickled(_narrowed(x[rows])) for rows in batches)
+        print(f"{name:12} {pickled(shared):17,} {out:12,} {back:13,}")
     print("(bytes, pickled; the local pool's workers inherit the model when they fork, Ray ships it once per "
           "machine)\n")
 

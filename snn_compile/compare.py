@@ -127,6 +127,7 @@ def compare(compiled: dict[str, Compiled], x: np.ndarray, y: np.ndarray, batch_s
 
 PRICED_BY = {"loihi": "Loihi 2 estimate (dynamic energy)", "xylo": "Xylo: time from Rockpool's cycle model, "
              "energy SynSense's published figure", "digital45nm": "45 nm digital model (no latency)"}
+UNPRICED_ENERGY = {"xylo": "Xylo: time from Rockpool's cycle model; no published energy for this chip"}
 
 
 def table(comparison: dict) -> str:
@@ -137,7 +138,8 @@ def table(comparison: dict) -> str:
         cost = comparison["costs"][name]
         energy = "-" if cost["energy_nj"] is None else f"{cost['energy_nj']:.4g} nJ"
         latency = "-" if cost["latency_s"] is None else f"{cost['latency_s'] * 1e6:.4g} us"
-        lines.append(f"{name:<12} {acc:>8.4f} {energy:>16} {latency:>10}  {PRICED_BY[cost['model']]}")
+        priced_by = (UNPRICED_ENERGY if cost["energy_nj"] is None else PRICED_BY)[cost["model"]]
+        lines.append(f"{name:<12} {acc:>8.4f} {energy:>16} {latency:>10}  {priced_by}")
     if comparison["agreement"]:
         lines += ["", f"{'pair':<24} {'label agreement':>15}"]
         lines += [f"{pair:<24} {value:>15.4f}" for pair, value in comparison["agreement"].items()]

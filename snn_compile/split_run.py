@@ -29,12 +29,13 @@ def run_target(target: Target, model, x: np.ndarray, executor=None, batch_size: 
         return target.run(model, x, batch_size=batch_size, progress=progress, **options)
     if options.get("device") == "auto":  # the workers' CPUs: a GPU is for one process's whole run
         options["device"] = "cpu"
-    batches = [x[rows] for rows in iterate_batches(len(x), batch_size, None)]
+    batches = [_narrowed(x[rows]) for rows in iterate_batches(len(x), batch_size, None)]
     parts: list[RunResult | None] = [None] * len(batches)
     from tqdm import tqdm
     bar = tqdm(total=len(batches), desc=f"{progress} on {executor.describe()}" if progress else None,
                unit="batch", leave=False, disable=None if progress else True)
-    with bar, closing(executor.run(_run_batch, (target, model, batch_size, options), batches)) as outcomes:
+    shared = (target, model, batch_size, options, x.dtype)
+    with bar, closing(executor.run(_run_batch, shared, batches)) as outcomes:
         for outcome in outcomes:
             first = outcome.index * batch_size
             where = f"{target.name}, samples {first}..{first + len(outcome.item) - 1}"
@@ -49,10 +50,18 @@ def run_target(target: Target, model, x: np.ndarray, executor=None, batch_size: 
     return RunResult.concatenate(parts)
 
 
+def _narrowed(batch: np.ndarray) -> np.ndarray:
+    """Integer samples in the narrowest integer type that holds their values, for the trip to the
+    worker (Fashion-MNIST's int64 pixels: 8x fewer bytes); the worker restores the caller's type."""
+    if batch.dtype.kind not in "iu" or batch.size == 0:
+        return batch
+    return batch.astype(np.promote_types(np.min_scalar_type(batch.min()), np.min_scalar_type(batch.max())))
+
+
 def _run_batch(shared: tuple, inputs: np.ndarray) -> RunResult:
-    """A worker's task: one batch through the model every task shares."""
-    target, model, batch_size, options = shared
-    return target.run(model, inputs, batch_size=batch_size, **options)
+    """A worker's task: one batch, in the caller's type, through the model every task shares."""
+    target, model, batch_size, options, dtype = shared
+    return target.run(model, inputs.astype(dtype, copy=False), batch_size=batch_size, **options)
 
 
 WORKERS_HELP = ("split the test samples across N parallel processes, one batch (--batch-size) per task, with the "

@@ -98,15 +98,6 @@ def test_split_runs_of_the_emulator_and_lava_agree_spike_for_spike_as_one_runs_d
     assert split == compare(compiled, x, y, batch_size=16)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A Ray instance on this machine with two worker CPUs, for the whole module."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    yield ray
-    ray.shutdown()
-
-
 def test_a_split_on_a_local_ray_gives_the_single_process_report_and_table(ray_cluster, checkpoint, single_report,
                                                                          single_table, capsys, tmp_path):
     assert _compile(checkpoint, tmp_path / "out", "--cluster", "auto") == single_report

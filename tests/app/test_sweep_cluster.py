@@ -31,15 +31,6 @@ VICTIM = (8, 0.2, "best")
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """A Ray instance on this machine with two worker CPUs, for the whole module."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def sweep_data(digits):
     return split_data(digits, calibration=128, validation=128, test_samples=150)
 

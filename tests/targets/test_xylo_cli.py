@@ -53,3 +53,6 @@ def test_compare_puts_xylo_beside_loihi2(files, capsys):
                  str(files / "data.npz"), "--device", "cpu"]) == 0
     table = capsys.readouterr().out
     assert "8 test samples" in table and "reference/xylo" in table and "loihi2/xylo" in table
+    rows = {line.split()[0]: line for line in table.splitlines() if line.startswith(("reference ", "loihi2 ", "xylo "))}
+    assert "Loihi 2 estimate" in rows["loihi2"] and " us " in rows["loihi2"]
+    assert "published figure" in rows["xylo"] and " nJ " in rows["xylo"] and " us " in rows["xylo"]
