@@ -43,7 +43,7 @@ def main() -> int:
     per_sample = STEPS * neurons * emulator.BYTES_PER_NEURON_STEP
     batch = max(1, emulator.BATCH_MEMORY // per_sample)
     before = peak_rss_bytes()
-    prepare = median_seconds(lambda: [emulator._CompiledLayer(program, layer, torch.device("cpu"))
+    prepare = median_seconds(lambda: [emulator.CompiledLayer(program, layer, torch.device("cpu"))
                                       for layer in program.layers], 1, warm_up=False)
     seconds = median_seconds(lambda: emulator.run(program, x, batch_size=256), REPEATS)
     result = emulator.run(program, x, batch_size=256)

@@ -23,20 +23,29 @@ and reset by subtraction (``v <- v - (vth << 6)`` on a spike), which Lava
 0.10 has no process for.
 
 Speed. On the CPU each feed-forward layer's neurons run in one compiled pass
-over all steps (``kernel.lif_layer``), fed the float32 sums of one matrix
-product (small convolutions as a dense matrix, an input held for every step
-multiplied once per sample). On a CUDA device, and for recurrent layers, the
+over all steps. A layer whose source is sparse enough (``EVENT_WORK``, as
+spikes usually are) forms its sums in that pass, adding the fan-out row of
+each active input (``kernel.lif_layer_events``); otherwise the pass is fed
+the float32 sums of one matrix product (``kernel.lif_layer``; small
+convolutions as a dense matrix, an input held for every step multiplied
+once per sample). The prepared layers, with their matrices, stay with the
+program for its next run while its contents are unchanged
+(``compiled_layers``). On a CUDA device, and for recurrent layers, the
 neurons step in torch; on the device every sum is float64, so no library
 choice of algorithm or precision can change an integer.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import weakref
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from targets.loihi2.kernel import lif_layer
+from targets.loihi2.kernel import conv_fan_out, lif_layer, lif_layer_events
 from toolchain.batching import iterate_batches
 from toolchain.errors import UserError
 from toolchain.ir import INPUT
@@ -116,6 +125,17 @@ DENSE_CONV_ENTRIES = 2**22
 """A convolution whose (outputs, inputs) matrix has at most this many entries, and not many more
 than the convolution's own multiply-accumulates, runs in the kernel path as one matrix product:
 on small feature maps that is faster than conv2d, with the same exact sums."""
+FAN_OUT_ENTRIES = 2**23
+"""The largest (inputs, neurons) matrix the event path builds (32 MiB of int32): a larger layer
+keeps its matrix product, and memory stays bounded."""
+EVENT_WORK = 0.25
+"""The event path forms a layer's sums when adding each nonzero input's fan-out row costs at most
+this fraction of the matrix product's multiply-accumulates (a matrix product does each several
+times faster)."""
+SMALL_EVENT_WORK = 2**23
+"""Additions (about a millisecond) below which the event path forms a batch's sums even where a
+matrix product would do fewer operations: work this small costs less than handing it to a
+library's thread pool, which on a loaded machine waits for its threads."""
 BATCH_MEMORY = 2**30
 """Bytes of per-step activity one batch may hold: a program too large for ``batch_size`` samples
 in this runs in smaller batches (same results, bounded memory)."""
@@ -160,6 +180,7 @@ class CompiledLayer:
 
     def __init__(self, program: Program, layer: Layer, device: torch.device = torch.device("cpu")):
         self.layer = layer
+        self.binary_input = program.input_levels == 1
         groups = process_groups(program, layer)
         self.du = torch.as_tensor(layer.du, dtype=torch.int64)
         self.dv = torch.as_tensor(layer.dv, dtype=torch.int64)
@@ -204,20 +225,16 @@ class CompiledLayer:
         if device.type == "cpu":
             self.kernel_constant = wrap_int32(torch.as_tensor(constant, dtype=torch.int64)).numpy()
             self.kernel_arrays = tuple(t.numpy() for t in (self.du, self.dv, self.vth, self.bias))
+            self.fan_out = None  # built on first use by the event path
             if len(self.feed) == 1:
-                self.kernel_feed = self._kernel_product(self.feed[0])
+                syn, weight, in_shape, exp = self.feed[0]
+                self.kernel_exp = torch.broadcast_to(exp, (layer.size,)).contiguous().numpy()
+                dense_entries = layer.size * int(np.prod(in_shape))
+                self.dense_conv = syn.kind == "conv" and dense_entries <= min(
+                    DENSE_CONV_ENTRIES, 4 * layer.size * weight[0].numel())
+                self.product = None  # the kernel path's matrix, built on first use
         else:
             self._to(device)
-
-    def _kernel_product(self, entry):
-        """(source, kind, weight, exponent per neuron) of the single feed, as the kernel path multiplies it."""
-        syn, weight, in_shape, exp = entry
-        exp = torch.broadcast_to(exp, (self.layer.size,)).contiguous().numpy()
-        if syn.kind == "conv":
-            dense_entries = self.layer.size * int(np.prod(in_shape))
-            if dense_entries <= min(DENSE_CONV_ENTRIES, 4 * self.layer.size * weight[0].numel()):
-                return syn.source, "dense", conv_as_dense(weight, in_shape, syn.stride, syn.padding), exp
-        return syn.source, syn.kind, weight, exp
 
     def _to(self, device: torch.device) -> None:
         for name in ("du", "dv", "vth", "bias", "constant_input", "vth_f", "bias_f", "dv_keep", "du_keep"):
@@ -258,13 +275,50 @@ class CompiledLayer:
         feed's a_in already combined (exponent 0, constant 0)."""
         if len(self.feed) != 1:
             zeros = np.zeros(self.layer.size, dtype=np.int64)
-            return self.feed_input(acts, b).to(torch.float64).numpy(), zeros, zeros
-        source, kind, weight, exp = self.kernel_feed
-        x = acts[source]
+            return (self.feed_input(acts, b).to(torch.float64).numpy(),), zeros, zeros
+        syn, weight, in_shape, _ = self.feed[0]
+        if self.product is None:
+            self.product = conv_as_dense(weight, in_shape, syn.stride, syn.padding) if self.dense_conv else weight
+        x = acts[syn.source]
         rows = x.reshape(-1, x.shape[2]).to(weight.dtype)
-        syn = self.feed[0][0]
-        total = accumulate(kind, weight, rows, self.feed[0][2], syn.stride, syn.padding)
-        return total.reshape(b, x.shape[1], -1).numpy(), exp, self.kernel_constant
+        kind = "dense" if self.dense_conv else syn.kind
+        total = accumulate(kind, self.product, rows, in_shape, syn.stride, syn.padding)
+        return (total.reshape(b, x.shape[1], -1).numpy(),), self.kernel_exp, self.kernel_constant
+
+    def events(self, acts: dict, activity: dict) -> bool:
+        """Whether to sum the single feed event by event: when that costs at most ``EVENT_WORK``
+        times the multiply-accumulates of its matrix product (from the nonzero values per sample and
+        step the batch's ``activity`` counted), or in all below ``SMALL_EVENT_WORK``. The
+        fan-out matrix must be small enough to hold and the sums fit float32 (hence int32) exactly."""
+        if len(self.feed) != 1 or self.feed[0][1].dtype != torch.float32:
+            return False
+        syn, weight, in_shape, _ = self.feed[0]
+        if self.layer.size * int(np.prod(in_shape)) > FAN_OUT_ENTRIES:
+            return False
+        per_neuron = int(np.prod(in_shape)) if syn.kind == "dense" or self.dense_conv else weight[0].numel()
+        macs = self.layer.size * per_neuron
+        samples, rows = acts[syn.source].shape[0], acts[syn.source].shape[:2].numel()
+        source = activity[syn.source]
+        work = int(source.spike_counts.sum()) / (samples * len(source.spikes_per_step)) * self.layer.size
+        return work <= EVENT_WORK * macs or rows * work <= SMALL_EVENT_WORK
+
+    def event_input(self, acts: dict):
+        """(source activity, fan-out, whether the source is binary), exponent and constant for
+        ``kernel.lif_layer_events``. The fan-out is int16, which holds every weight Lava holds
+        (8 bits, see ``lava_weights``) in half the bytes of int32, with the zero last row the kernel
+        pads its passes with."""
+        syn, weight, in_shape, _ = self.feed[0]
+        if self.fan_out is None:
+            n_in = int(np.prod(in_shape))
+            fan_out = np.zeros((n_in + 1, self.layer.size), dtype=np.int16)
+            if syn.kind == "dense":
+                fan_out[:n_in] = weight.T.numpy()
+            else:
+                conv_fan_out(weight.to(torch.int32).numpy(), *in_shape[1:], *self.layer.shape[1:], *syn.stride,
+                             *syn.padding, fan_out)
+            self.fan_out = fan_out  # set once whole: another thread's run may share these layers
+        binary = syn.source != INPUT or self.binary_input
+        return (acts[syn.source].numpy(), self.fan_out, binary), self.kernel_exp, self.kernel_constant
 
 
 def step_neurons(cl: CompiledLayer, u, v, a_in):
@@ -303,6 +357,40 @@ def step_neurons_fast(cl: CompiledLayer, u, v, a_in):
     return u, v.masked_fill_(spikes, 0.0), spikes
 
 
+_COMPILED = weakref.WeakKeyDictionary()
+"""program -> (fingerprint of its contents, device, its CompiledLayers): the last preparation."""
+
+
+def fingerprint(program: Program) -> bytes:
+    """A digest of everything ``CompiledLayer`` reads from ``program``: its I/O contract and every
+    field of every layer and synapse, arrays by dtype, shape and bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((program.input_shape, program.input_levels, program.steps, program.output,
+                        program.readout)).encode())
+    for item in (*program.layers, *program.synapses):
+        for f in dataclasses.fields(item):
+            value = getattr(item, f.name)
+            if isinstance(value, np.ndarray):
+                digest.update(f"{f.name} {value.dtype.str} {value.shape}".encode())
+                digest.update(np.ascontiguousarray(value).data)
+            else:
+                digest.update(f"{f.name} {value!r}".encode())
+    return digest.digest()
+
+
+def compiled_layers(program: Program, device: torch.device) -> list[CompiledLayer]:
+    """The program's CompiledLayers, reused while its contents are unchanged: a program's arrays
+    can be edited in place between runs, so the cache is keyed by their digest, not by identity.
+    Repeated runs of one program (batches, sweeps, the board server) skip rebuilding the matrices."""
+    key = fingerprint(program)
+    cached = _COMPILED.get(program)
+    if cached is not None and cached[0] == key and cached[1] == device:
+        return cached[2]
+    compiled = [CompiledLayer(program, layer, device) for layer in program.layers]
+    _COMPILED[program] = (key, device, compiled)
+    return compiled
+
+
 NEURON_PATHS = ("kernel", "torch")
 
 
@@ -324,7 +412,7 @@ def run(program: Program, inputs: np.ndarray, record: bool = False, batch_size: 
     target = resolve_device(device)
     inputs = np.asarray(inputs)
     program.check_inputs(inputs)
-    compiled = [CompiledLayer(program, layer, target) for layer in program.layers]
+    compiled = compiled_layers(program, target)
     neuron_steps = program.steps * sum(layer.size for layer in program.layers)
     per_sample = neuron_steps * (BYTES_PER_NEURON_STEP + (RECORD_BYTES_PER_NEURON_STEP if record else 0))
     batch_size = max(1, min(batch_size, BATCH_MEMORY // max(per_sample, 1)))
@@ -340,11 +428,11 @@ def run(program: Program, inputs: np.ndarray, record: bool = False, batch_size: 
 def _run_batch(program: Program, compiled: list[CompiledLayer], x: np.ndarray, record: bool,
                neurons: str, device: torch.device, last_use: dict) -> RunResult:
     steps, b = program.steps, len(x)
-    x = torch.as_tensor(x, dtype=torch.float32)
-    held = x.dim() == 1 + len(program.input_shape)
+    held = x.ndim == 1 + len(program.input_shape)
     x = x.reshape(b, 1 if held else steps, int(np.prod(program.input_shape)))
-    nonzero = x != 0
-    per_neuron, per_step = nonzero.sum((0, 1)).numpy().astype(np.int64), nonzero.sum((0, 2)).numpy().astype(np.int64)
+    nonzero = x != 0  # counted in numpy: a torch reduction this small waits on its thread pool
+    per_neuron, per_step = nonzero.sum((0, 1), dtype=np.int64), nonzero.sum((0, 2), dtype=np.int64)
+    x = torch.as_tensor(x, dtype=torch.float32)
     if held:
         per_neuron, per_step = per_neuron * steps, np.repeat(per_step, steps)
     activity = {INPUT: LayerActivity(per_neuron, per_step)}
@@ -353,7 +441,10 @@ def _run_batch(program: Program, compiled: list[CompiledLayer], x: np.ndarray, r
     readout = None
     for i, cl in enumerate(compiled):
         name = cl.layer.name
-        if neurons == "kernel" and not cl.recurrent and device.type == "cpu":
+        if neurons == "kernel" and not cl.recurrent and device.type == "cpu" and cl.events(acts, activity):
+            spikes, counts, u_trace, v_trace, v = _kernel_steps(cl, *cl.event_input(acts), steps, record,
+                                                                lif_layer_events)
+        elif neurons == "kernel" and not cl.recurrent and device.type == "cpu":
             spikes, counts, u_trace, v_trace, v = _kernel_steps(cl, *cl.kernel_input(acts, b), steps, record)
         else:
             spikes, counts, u_trace, v_trace, v = _torch_steps(cl, cl.feed_input(acts, b), steps, record)
@@ -366,7 +457,7 @@ def _run_batch(program: Program, compiled: list[CompiledLayer], x: np.ndarray, r
             us[name], vs[name] = u_trace, v_trace
         if name == program.output:
             if program.readout == "spike_count":
-                readout = spikes.sum(1).to(torch.float64).cpu().numpy()
+                readout = spikes.cpu().numpy().sum(1, dtype=np.float64)
             else:
                 readout = v.to(torch.float64).cpu().numpy() / cl.layer.v_scale
     return RunResult(output=readout, activity=activity, samples=b, steps=steps,
@@ -401,16 +492,17 @@ def _torch_steps(cl: CompiledLayer, a_ff: torch.Tensor, steps: int, record: bool
     return spikes.to(torch.float32), counts, *traces, v
 
 
-def _kernel_steps(cl: CompiledLayer, total: np.ndarray, exp: np.ndarray, constant: np.ndarray, steps: int,
-                  record: bool):
-    """The neuron update of all steps in one compiled pass (``kernel.lif_layer``), same integers."""
-    b, n = total.shape[0], cl.layer.size
+def _kernel_steps(cl: CompiledLayer, sums: tuple, exp: np.ndarray, constant: np.ndarray, steps: int,
+                  record: bool, kernel=lif_layer):
+    """The neuron update of all steps in one compiled pass, same integers: ``kernel.lif_layer`` from
+    ``sums`` = (synaptic sums,), or ``kernel.lif_layer_events`` from (source activity, fan-out)."""
+    b, n = sums[0].shape[0], cl.layer.size
     spikes = np.empty((b, steps, n), dtype=np.float32)
     neuron_counts, step_counts = np.zeros(n, dtype=np.int64), np.zeros(steps, dtype=np.int64)
     trace_shape = (b, steps, n) if record else (0, 0, 0)
     u_trace, v_trace = np.empty(trace_shape, dtype=np.int32), np.empty(trace_shape, dtype=np.int32)
     v_end = np.empty((b, n), dtype=np.int64)
-    lif_layer(total, exp, constant, *cl.kernel_arrays, cl.subtract, cl.u_decays, spikes, neuron_counts,
-              step_counts, u_trace, v_trace, v_end, record)
+    kernel(*sums, exp, constant, *cl.kernel_arrays, cl.subtract, cl.u_decays, spikes, neuron_counts,
+           step_counts, u_trace, v_trace, v_end, record)
     traces = (u_trace, v_trace) if record else (None, None)
     return torch.from_numpy(spikes), LayerActivity(neuron_counts, step_counts), *traces, torch.from_numpy(v_end)

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from targets.loihi2.chip import Chip, run_samples
-from targets.loihi2.emulator import NEURON_PATHS, run
+from targets.loihi2 import emulator
+from targets.loihi2.emulator import run
 from tests.builders import chains, conv_program, to_program
 from tests.loihi_reference import run_dense_chain
 from toolchain.ir import INPUT
+
+
+PATHS = (("kernel", "sums"), ("kernel", "events"), ("torch", None))
+"""(neurons, how the kernel forms its sums): after one matrix product, or event by event."""
+
+
+def path_taken(path):
+    """Force the kernel's choice between its matrix-product and event-driven sums."""
+    return mock.patch.object(emulator, "EVENT_WORK", float("inf") if path[1] == "events" else -1.0)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -20,15 +32,16 @@ def test_emulator_equals_per_neuron_reference(case):
     steps, n_in = len(inputs[0]), len(inputs[0][0])
     program = to_program(layers, n_in, steps, levels)
     expected = run_dense_chain(layers, inputs)
-    for neurons in NEURON_PATHS:  # the compiled kernel and the torch steps, each against the reference
-        result = run(program, np.array(inputs), record=True, neurons=neurons)
+    for path in PATHS:  # the compiled kernels and the torch steps, each against the reference
+        with path_taken(path):
+            result = run(program, np.array(inputs), record=True, neurons=path[0])
         for i in range(len(layers)):
             name = f"l{i}"
             for s, sample in enumerate(expected):
                 spikes, us, vs = sample[i]
-                assert result.trains[name][s].tolist() == spikes, neurons
-                assert result.u[name][s].tolist() == us, neurons
-                assert result.v[name][s].tolist() == vs, neurons
+                assert result.trains[name][s].tolist() == spikes, path
+                assert result.u[name][s].tolist() == us, path
+                assert result.v[name][s].tolist() == vs, path
 
 
 def test_large_input_wraps_current_and_clips_voltage():
@@ -138,7 +151,19 @@ def test_kernel_equals_torch_steps_on_conv_programs(seed, held, exact):
     rng = np.random.default_rng(seed)
     shape = (3,) + ((() if held else (program.steps,)) + program.input_shape)
     x = rng.integers(0, 16, shape)
-    kernel, torch_steps = (run(program, x, record=True, neurons=n) for n in NEURON_PATHS)
+    torch_steps = run(program, x, record=True, neurons="torch")
+    for path in PATHS[:2]:
+        with path_taken(path):
+            kernel = run(program, x, record=True)
+        _assert_same_run(kernel, torch_steps)
+    if held:  # a held input is the same as that input repeated at every step
+        repeated = run(program, np.repeat(x[:, None], program.steps, axis=1), record=True)
+        for name in ("c1", "c2", "out"):
+            assert np.array_equal(kernel.u[name], repeated.u[name])
+        assert np.array_equal(kernel.activity[INPUT].spikes_per_step, repeated.activity[INPUT].spikes_per_step)
+
+
+def _assert_same_run(kernel, torch_steps):
     for name in ("c1", "c2", "out"):
         assert np.array_equal(kernel.trains[name], torch_steps.trains[name])
         assert np.array_equal(kernel.u[name], torch_steps.u[name])
@@ -147,21 +172,19 @@ def test_kernel_equals_torch_steps_on_conv_programs(seed, held, exact):
         assert np.array_equal(kernel.activity[name].spikes_per_step, torch_steps.activity[name].spikes_per_step)
     assert np.array_equal(kernel.output, torch_steps.output)
     assert np.array_equal(kernel.activity[INPUT].spike_counts, torch_steps.activity[INPUT].spike_counts)
-    if held:  # a held input is the same as that input repeated at every step
-        repeated = run(program, np.repeat(x[:, None], program.steps, axis=1), record=True)
-        for name in ("c1", "c2", "out"):
-            assert np.array_equal(kernel.u[name], repeated.u[name])
-        assert np.array_equal(kernel.activity[INPUT].spikes_per_step, repeated.activity[INPUT].spikes_per_step)
 
 
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 7), st.integers(1, 3), st.integers(1, 2),
        st.integers(0, 2), st.integers(0, 2**32 - 1))
 @settings(max_examples=40, deadline=None)
-def test_conv_as_dense_gives_the_convolution_sums(c_in, c_out, side, kernel, stride, padding, seed):
+def test_conv_as_dense_and_fan_out_give_the_convolution_sums(c_in, c_out, side, kernel, stride, padding, seed):
+    """Both matrices a convolution runs as: the matrix product's (outputs, inputs) and the event
+    path's (inputs, outputs)."""
     import torch
     import torch.nn.functional as F
 
     from targets.loihi2.emulator import conv_as_dense
+    from targets.loihi2.kernel import conv_fan_out
 
     kernel = min(kernel, side + 2 * padding)
     rng = np.random.default_rng(seed)
@@ -170,6 +193,11 @@ def test_conv_as_dense_gives_the_convolution_sums(c_in, c_out, side, kernel, str
     expected = F.conv2d(x, weight, stride=stride, padding=padding).reshape(4, -1)
     dense = conv_as_dense(weight, (c_in, side, side), (stride, stride), (padding, padding))
     assert torch.equal(x.reshape(4, -1) @ dense.T, expected)
+    out_side = (side + 2 * padding - kernel) // stride + 1
+    fan_out = np.zeros((c_in * side * side, c_out * out_side**2), dtype=np.int32)
+    conv_fan_out(weight.to(torch.int32).numpy(), side, side, out_side, out_side, stride, stride, padding, padding,
+                 fan_out)
+    assert np.array_equal(x.reshape(4, -1).numpy() @ fan_out, expected.numpy())
 
 
 def test_batches_shrink_to_the_memory_bound_with_the_same_results(monkeypatch):
@@ -191,3 +219,21 @@ def test_batches_shrink_to_the_memory_bound_with_the_same_results(monkeypatch):
         assert np.array_equal(whole.trains[name], split.trains[name])
         assert np.array_equal(whole.v[name], split.v[name])
     assert np.array_equal(whole.output, split.output)
+
+
+def test_a_program_edited_in_place_runs_with_its_new_contents():
+    """Prepared layers are reused across runs only while the program's arrays are unchanged."""
+    import copy
+
+    program = conv_program(4)
+    x = np.random.default_rng(0).integers(0, 16, (3,) + program.input_shape)
+    before = run(program, x, record=True)
+    assert np.array_equal(run(program, x, record=True).u["c2"], before.u["c2"])
+    for syn in program.synapses:
+        syn.weights[...] = np.random.default_rng(1).integers(-128, 128, syn.weights.shape)
+    program.layers[1].vth[...] = 7
+    after, expected = run(program, x, record=True), run(copy.deepcopy(program), x, record=True)
+    assert not np.array_equal(after.u["c2"], before.u["c2"])
+    for name in ("c1", "c2", "out"):
+        assert np.array_equal(after.u[name], expected.u[name])
+        assert np.array_equal(after.trains[name], expected.trains[name])
