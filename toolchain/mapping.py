@@ -25,11 +25,14 @@ Resource model, per core (limits come from the chip spec, each with its source;
   the output layer is not counted.
 - axon map and axon memory (Intel's AxonMap and AxonMem, reported only, no
   limit): a layer that sends through dense connections alone (or to the
-  host) takes one axon-map entry per neuron and no axon memory; the summary
-  gives the layer's neurons per core, the mean rounded down. Both are
-  inferred from Intel's table for PilotNet, where five layers send so and
-  match it; how a layer sending to a convolution packs its map and memory
-  is not public and is not modelled (``None``).
+  host) takes one axon-map entry per neuron and no axon memory. A layer that
+  sends through convolutions alone takes one axon-map entry per spatial
+  position (a row of a column: all its channels share it) and per fan-in
+  axon of the sending core; its axon memory is not modelled (``None``), nor
+  are both columns of a layer that sends both ways. The summary gives the
+  mean over the layer's cores, rounded down. Both rules are inferred from
+  Intel's table for PilotNet, where they match all ten layers' AxonMap;
+  the reason for the fan-in factor is not public.
 
 Traffic: a spike travels once to every core that holds targets of the neuron
 that fired, so one message per (spike, destination core); the host's graded
@@ -183,11 +186,16 @@ class Traffic:
         return self.message_hops / self.messages if self.messages else 0.0
 
 
-def _axon_columns(layer: str, cores: list[Core], to_convolutions: set[str]) -> dict:
-    """AxonMap and AxonMem of a layer's cores (see the module docstring): None where not modelled."""
-    if layer in to_convolutions:
+def _axon_columns(layer, cores: list[Core], kinds: set[str]) -> dict:
+    """AxonMap and AxonMem of a layer's cores, given the kinds of connection it sends through (see
+    the module docstring): None where not modelled."""
+    if "conv" not in kinds:
+        return {"axon_map": sum(c.stop - c.start for c in cores) // len(cores), "axon_mem": 0}
+    if kinds != {"conv"}:
         return {"axon_map": None, "axon_mem": None}
-    return {"axon_map": sum(c.stop - c.start for c in cores) // len(cores), "axon_mem": 0}
+    channels = layer.shape[0]
+    entries = sum((c.stop - c.start) // channels * c.usage.fan_in_axons for c in cores)
+    return {"axon_map": entries // len(cores), "axon_mem": None}
 
 
 @dataclass(eq=False)
@@ -234,7 +242,9 @@ class Mapping:
         that ended most of its cores, utilisation; then traffic and hops."""
         use = self.utilisation(chip)
         word = chip.limit("synapse_word_bits")
-        to_convolutions = None if program is None else {s.source for s in program.synapses if s.kind == "conv"}
+        sends = None if program is None else {layer.name: {s.kind for s in program.synapses if s.source == layer.name}
+                                              for layer in program.layers}
+        by_name = {} if program is None else {layer.name: layer for layer in program.layers}
         layers = []
         for layer in dict.fromkeys(c.layer for c in self.cores):
             index, _ = self.layer_cores(layer)
@@ -247,7 +257,7 @@ class Mapping:
                            "neurons": max(c.usage.neurons for c in cores),
                            "synapse_words": max(math.ceil(c.usage.synapse_memory_bits / word) for c in cores),
                            "fan_out_axons": max(c.usage.fan_out_axons for c in cores),
-                           **({} if to_convolutions is None else _axon_columns(layer, cores, to_convolutions)),
+                           **({} if sends is None else _axon_columns(by_name[layer], cores, sends[layer])),
                            **{f"{field}_max": float(use[field][index].max()) for field in use},
                            **{f"{field}_mean": float(use[field][index].mean()) for field in use}})
         traffic = asdict(self.traffic)

@@ -132,8 +132,8 @@ def core_rows(summary: dict) -> list[tuple]:
 
 def axon_rows(summary: dict) -> list[tuple]:
     """Per layer of a PilotNet mapping's ``Mapping.summary`` (given the program): (layer, our AxonMap,
-    Intel's, our AxonMem, Intel's); ours is None where the model does not cover it (a layer that sends
-    to a convolution)."""
+    Intel's, our AxonMem, Intel's); ours is None where the model does not cover it (the axon memory of a
+    layer that sends to a convolution)."""
     return [(layer["layer"], layer["axon_map"], COMPILER_TABLE[layer["layer"]][1][4], layer["axon_mem"],
              COMPILER_TABLE[layer["layer"]][1][5]) for layer in summary["layers"]]
 
