@@ -64,15 +64,6 @@ def _run_batch(shared: tuple, inputs: np.ndarray) -> RunResult:
     return target.run(model, inputs.astype(dtype, copy=False), batch_size=batch_size, **options)
 
 
-WORKERS_HELP = ("split the test samples across N parallel processes, one batch (--batch-size) per task, with the "
-                "numbers of one process (default: none, every sample in this process); with --cluster, at most N "
-                "batches at a time (default: as many as the cluster has CPUs)")
-CLUSTER_HELP = ("where the split's batches run: local (default: processes on this machine, with --workers), auto "
-                "(the Ray cluster this machine joined with `ray start`), HOST:PORT (a Ray cluster's head) or "
-                "ray://HOST:PORT (its client port); the model shipped once, each batch's samples with it (needs "
-                "pip install 'snn-compile[cluster]')")
-
-
 def split_executor(cluster: str, workers: int | None, device: str | None = None):
     """The executor ``--cluster`` and ``--workers`` name for a split run, or None (no split: neither
     given); refused, before any work, with ``--device cuda`` (the workers run on their CPUs)."""

@@ -42,7 +42,7 @@ from typing import Callable
 
 import numpy as np
 
-from snn_compile.compile import CompileOptions, Compiled, compile_model
+from snn_compile.compile import CompileOptions, Compiled, ReadoutDeviation, compile_model
 from snn_compile.executors import Retry, cluster_executor as sweep_executor
 from targets.chips import load_chip
 from targets.registry import Target, for_bits, get_target
@@ -241,9 +241,7 @@ def _pruned(graph: Graph, ratio: float, method: str, calibration: Calibration | 
     # "best" and "finetuned" share the calibrated, compensated structured pruning
     candidates = {f"structured/{o.rank}/{o.compensation}": prune(graph, replace(o, ratio=ratio), calibration)
                   for o in PRUNE_CANDIDATES}
-    reference = get_target("reference")
-    unpruned = _readout(reference.run(graph, data.validation_x))
-    deviation = lambda g: _deviation(reference.run(g, data.validation_x), unpruned)  # noqa: E731
+    deviation = ReadoutDeviation(graph, data.validation_x)
     if search:
         candidates["structured/greedy/regression"] = greedy_prune(
             graph, PruneOptions(ratio, "structured", "redundancy", "regression"), calibration, deviation,

@@ -82,6 +82,13 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt()
 
 
+def _quiet_stop(unraisable) -> None:
+    """A stop raised inside a finalizer cannot propagate, and Python would print it as "Exception
+    ignored"; ``main`` still ends the run as stopped (``STOP``), so only other errors are shown."""
+    if not (STOP.is_set() and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+        sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, handler) for sig, handler in ((signal.SIGTERM, _terminate),
                                                                      (signal.SIGINT, _interrupt))} \
         if in_main_thread else {}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _quiet_stop
     try:
         with warnings.catch_warnings():  # library warnings are noise on a command line; real problems are errors
             warnings.simplefilter("ignore")
@@ -113,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"snn-compile: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
+        sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -27,6 +27,26 @@ FRAMEWORK_HELP = ("framework that wrote the NIR file: its conventions give dt, r
 RESET_HELP = "neuron reset, overriding the file and --framework (default: the file's, else the framework's, else zero)"
 
 
+WORKERS_HELP = ("split the test samples across N parallel processes, one batch (--batch-size) per task, with the "
+                "numbers of one process (default: none, every sample in this process); with --cluster, at most N "
+                "batches at a time (default: as many as the cluster has CPUs)")
+CLUSTER_HELP = ("where the split's batches run: local (default: processes on this machine, with --workers), auto "
+                "(the Ray cluster this machine joined with `ray start`), HOST:PORT (a Ray cluster's head) or "
+                "ray://HOST:PORT (its client port); the model shipped once, each batch's samples with it (needs "
+                "pip install 'snn-compile[cluster]')")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of commands that run a model on test samples: where, how many at once, and
+    whether the samples are split across workers."""
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the loihi2 emulator "
+                   "runs: auto (default: a CUDA GPU when torch sees one, else the CPU), cpu, or cuda; the integers "
+                   "are the same")
+    p.add_argument("--batch-size", type=int, default=256, help="samples run at once (default 256)")
+    p.add_argument("--workers", type=int, help=WORKERS_HELP)
+    p.add_argument("--cluster", default="local", help=CLUSTER_HELP)
+
+
 class Parser(argparse.ArgumentParser):
     """Option errors are user errors like any other: one line, exit status 2, no usage block."""
 

@@ -6,9 +6,9 @@ import argparse
 from contextlib import nullcontext
 from pathlib import Path
 
-from snn_compile.cli.common import (DATA_HELP, FRAMEWORK_HELP, RESET_HELP, Parser, check_steps, model_with_data,
-                                    positive, require_run_memory)
-from snn_compile.split_run import CLUSTER_HELP, WORKERS_HELP, split_executor
+from snn_compile.cli.common import (DATA_HELP, FRAMEWORK_HELP, RESET_HELP, Parser, add_run_options, check_steps,
+                                    model_with_data, positive, require_run_memory)
+from snn_compile.split_run import split_executor
 from targets.registry import get_target, TARGETS
 from toolchain.errors import UserError
 
@@ -25,12 +25,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=8, help="synapse weight bits, 1..8 (default 8)")
     p.add_argument("--weight-scale", choices=("mse", "max"), default="mse", help="weight step (default mse)")
     p.add_argument("--samples", type=int, default=256, help="first N test samples (default 256)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the loihi2 emulator "
-                   "runs: auto (default: a CUDA GPU when torch sees one, else the CPU), cpu, or cuda; the integers "
-                   "are the same")
-    p.add_argument("--batch-size", type=int, default=256, help="samples run at once (default 256)")
-    p.add_argument("--workers", type=int, help=WORKERS_HELP)
-    p.add_argument("--cluster", default="local", help=CLUSTER_HELP)
+    add_run_options(p)
     p.add_argument("--dataset", help="dataset (default: the one the checkpoint names)")
     p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
     p.add_argument("--data", type=Path, metavar="FILE.npz", help=DATA_HELP)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from snn_compile.cli.common import (check_seed, check_steps, DATA_HELP, FORCE_HELP, FRAMEWORK_HELP, output_path,
+from snn_compile.cli.common import (add_run_options, check_seed, check_steps, DATA_HELP, FORCE_HELP, FRAMEWORK_HELP, output_path,
                                     Parser, positive, require_run_memory, RESET_HELP)
 from snn_compile.compile import MAX_STEPS
-from snn_compile.split_run import CLUSTER_HELP, WORKERS_HELP, split_executor
+from snn_compile.split_run import split_executor
 from targets.registry import get_target, TARGETS
 from toolchain.errors import UserError
 from toolchain.files import StagingDir
@@ -57,12 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="directory with IDX files for fmnist/mnist")
     p.add_argument("--data", type=Path, metavar="FILE.npz", help=DATA_HELP)
     p.add_argument("--samples", type=int, help="evaluate on the first N test samples (default: all)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the loihi2 emulator "
-                   "runs: auto (default: a CUDA GPU when torch sees one, else the CPU), cpu, or cuda; the integers "
-                   "are the same")
-    p.add_argument("--batch-size", type=int, default=256, help="samples run at once (default 256)")
-    p.add_argument("--workers", type=int, help=WORKERS_HELP)
-    p.add_argument("--cluster", default="local", help=CLUSTER_HELP)
+    add_run_options(p)
     p.add_argument("--steps", type=int, help=f"time steps, when a NIR file does not say (at most {MAX_STEPS})")
     p.add_argument("--dt", type=float, help="time step in seconds for discretising NIR, when the file "
                    "does not say (default 1e-4, snnTorch's convention)")

@@ -269,3 +269,29 @@ def test_a_stop_whose_exception_was_lost_commits_nothing(tmp_path):
     finally:
         STOP.clear()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows"]
+
+
+def test_a_stop_raised_in_a_finalizer_is_not_printed_but_other_finalizer_errors_are(capsys, monkeypatch):
+    """The signal handler's exception can land in a finalizer, where Python prints it as "Exception
+    ignored"; main's hook keeps the one-line "terminated" clean and still shows real errors."""
+    from snn_compile.cli import _quiet_stop
+    from toolchain.files import STOP
+
+    class Raising:
+        def __init__(self, error):
+            self.error = error
+
+        def __del__(self):
+            raise self.error
+
+    monkeypatch.setattr(sys, "unraisablehook", _quiet_stop)
+    STOP.set()
+    try:
+        Raising(KeyboardInterrupt())
+        assert capsys.readouterr().err == ""
+        Raising(ValueError("a real bug"))
+        assert "ValueError: a real bug" in capsys.readouterr().err
+    finally:
+        STOP.clear()
+    Raising(KeyboardInterrupt())  # no stop was asked for: shown
+    assert "KeyboardInterrupt" in capsys.readouterr().err
