@@ -3,7 +3,7 @@ input channel takes at most 15 events a step). Writes two --data files: all 10 c
 16-output Xylo IMU) and digits 0..7 (for Xylo Audio 2's 8 outputs), and a small recurrent network
 (snnTorch RLeaky, 16 -> 64 recurrent -> 10) trained on the first, exported to NIR.
 
-    python examples/xylo_digits.py DIR
+    python examples/xylo_digits.py DIR [--force]     # --force: replace these three files if they exist
     snn-compile train --data DIR/digits16.npz -o DIR/digits16.pt
     snn-compile compare DIR/digits16.pt --data DIR/digits16.npz --targets reference,loihi2,xylo-imu
     snn-compile compare DIR/recurrent16.nir --data DIR/digits16.npz --targets reference,loihi2,xylo-imu
@@ -64,8 +64,14 @@ def recurrent(directory: Path, epochs: int = 30, seed: int = 0) -> None:
     export_to_nir(net, torch.zeros(1, 16), directory / "recurrent16.nir", steps=STEPS, input_levels=LEVELS)
 
 
+OUTPUTS = ("digits16.npz", "digits16_8.npz", "recurrent16.nir")
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    existing = [str(out / name) for name in OUTPUTS if (out / name).exists()]
+    if existing and "--force" not in sys.argv[2:]:
+        sys.exit(f"xylo_digits: {', '.join(existing)} exist; pass --force after the directory to replace them")
     out.mkdir(parents=True, exist_ok=True)
     write(out)
     recurrent(out)
